@@ -1,0 +1,15 @@
+"""mlmm: ML/MM molecular dynamics for OpenMM.
+
+TorchScript ML potentials attached as openmm-torch ``TorchForce`` objects that run on the
+device OpenMM uses, mechanical and electrostatic embedding with a lambda to interpolate
+from MM, multiple-time-step splitting, production runs and free-energy workflows.
+
+Units everywhere: nm, ps, kJ/mol, K, e (see :mod:`mlmm.units`).
+"""
+
+__version__ = "0.1.0"
+
+from .errors import InputError, MlmmError, ModelUnavailableError, SimulationError  # noqa: E402
+from .molecular_system import MolecularSystem  # noqa: E402
+
+__all__ = ["InputError", "MlmmError", "ModelUnavailableError", "SimulationError", "MolecularSystem"]

@@ -1,0 +1,96 @@
+"""ML potential plugins: discovery through entry points and the contract each one meets.
+
+A plugin turns an ML region (its atomic numbers and total charge) into a TorchScript
+*region model*::
+
+    forward(positions: Tensor[n, 3]) -> Dict[str, Tensor]
+
+- ``positions``: the region's atoms only, made whole, in nm, float32 or float64;
+- ``"energy"``: 0-d tensor, kJ/mol, in the dtype of ``positions``, differentiable with
+  respect to ``positions`` (forces come from autograd in :mod:`mlmm.ml_force`);
+- ``"charges"`` (optional): (n,) atomic partial charges in e, differentiable, used by the
+  electrostatic embedding;
+- ``"energy_std"`` (optional): 0-d, kJ/mol, the spread of an ensemble, an uncertainty signal.
+
+Atomic numbers and the total charge are baked into the module as buffers. Every tensor
+stays on the device of ``positions``: no ``.item()``, ``.cpu()`` or NumPy inside.
+
+Plugins are found through the ``mlmm.potentials`` entry-point group, so another package
+adds a model by declaring, in its own pyproject.toml::
+
+    [project.entry-points."mlmm.potentials"]
+    mymodel = "mypackage.module:MyPlugin"
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from .errors import InputError, ModelUnavailableError
+
+ENTRY_POINT_GROUP = "mlmm.potentials"
+
+
+class PotentialPlugin(ABC):
+    """One family of ML potentials (AIMNet2, ANI-2x, MACE-OFF, a user's file, ...)."""
+
+    #: name used on the command line and in :func:`load_plugin`
+    name: str = ""
+    #: one line for ``mlmm models``
+    description: str = ""
+    #: atomic numbers covered, or None for "whatever the model file says"
+    elements: frozenset[int] | None = None
+    #: whether a region with a nonzero total charge is supported
+    supports_charge: bool = False
+    #: whether the model predicts atomic charges (needed by the electrostatic embedding)
+    provides_charges: bool = False
+
+    @abstractmethod
+    def weights_available(self) -> bool:
+        """True when the model can be created here without a download."""
+
+    @abstractmethod
+    def create_model(self, atomic_numbers: Sequence[int], total_charge: int = 0, **options):
+        """Return the TorchScript region model (see the module docstring)."""
+
+    def check_region(self, atomic_numbers: Sequence[int], total_charge: int) -> None:
+        """Raise :class:`InputError` when the model cannot describe this region."""
+        from openmm.app.element import Element
+
+        if self.elements is not None:
+            missing = sorted(set(int(z) for z in atomic_numbers) - set(self.elements))
+            if missing:
+                symbols = ", ".join(Element.getByAtomicNumber(z).symbol for z in missing)
+                covered = ", ".join(Element.getByAtomicNumber(z).symbol for z in sorted(self.elements))
+                raise InputError(
+                    f"model '{self.name}' does not cover element(s) {symbols} in the ML region; "
+                    f"it covers {covered}. Choose another model or a region without them."
+                )
+        if total_charge != 0 and not self.supports_charge:
+            raise InputError(
+                f"model '{self.name}' handles neutral regions only, but the ML region has total charge "
+                f"{total_charge:+d} e; use a model with charge support (aimnet2) or a neutral region."
+            )
+
+
+def _entry_points():
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def plugin_names() -> list[str]:
+    """Names of all installed potential plugins."""
+    return sorted(_entry_points())
+
+
+def load_plugin(name: str) -> PotentialPlugin:
+    """Instantiate the plugin registered under ``name``."""
+    eps = _entry_points()
+    if name not in eps:
+        raise InputError(f"unknown model '{name}'; installed models: {', '.join(sorted(eps)) or 'none'} (see `mlmm models`).")
+    try:
+        plugin_class = eps[name].load()
+    except ImportError as exc:
+        raise ModelUnavailableError(f"model plugin '{name}' cannot be imported: {exc}") from exc
+    return plugin_class()
