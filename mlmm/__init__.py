@@ -9,6 +9,15 @@ Units everywhere: nm, ps, kJ/mol, K, e (see :mod:`mlmm.units`).
 
 __version__ = "0.1.0"
 
+# torch must be loaded before OpenMM: OpenMM loads its plugins when it is first imported, and
+# the openmm-torch plugin (TorchForce kernels) links against libtorch, which is found only
+# once torch is in the process. See mlmm.torch_plugin.
+import torch  # noqa: E402,F401  (import order matters)
+
+from .torch_plugin import ensure_torch_plugin  # noqa: E402
+
+ensure_torch_plugin()
+
 from .errors import InputError, MlmmError, ModelUnavailableError, SimulationError  # noqa: E402
 from .molecular_system import MolecularSystem  # noqa: E402
 

