@@ -83,7 +83,9 @@ class MolecularSystem:
 
     @property
     def atomic_numbers(self) -> np.ndarray:
-        return np.array([atom.element.atomic_number for atom in self.topology.atoms()], dtype=np.int64)
+        """Atomic number of each particle; 0 for virtual sites (e.g. the M site of 4-site water)."""
+        return np.array([0 if atom.element is None else atom.element.atomic_number for atom in self.topology.atoms()],
+                        dtype=np.int64)
 
     def total_charge(self, indices=None) -> int:
         """Sum of formal charges (e) over ``indices`` (all atoms when None)."""
@@ -139,7 +141,9 @@ class MolecularSystem:
         structure = reader(str(topology_path))
         topology = structure.topology
         if system.usesPeriodicBoundaryConditions():
-            topology.setPeriodicBoxVectors(system.getDefaultPeriodicBoxVectors())
+            # one Quantity holding three Vec3 (a list of three Quantities breaks PDBFile.writeHeader)
+            box = [v.value_in_unit(u.nanometer) for v in system.getDefaultPeriodicBoxVectors()]
+            topology.setPeriodicBoxVectors(u.Quantity(box, u.nanometer))
         return cls(
             topology=topology,
             positions=np.array(meta["positions_nm"]),

@@ -12,8 +12,13 @@ A plugin turns an ML region (its atomic numbers and total charge) into a TorchSc
   electrostatic embedding;
 - ``"energy_std"`` (optional): 0-d, kJ/mol, the spread of an ensemble, an uncertainty signal.
 
-Atomic numbers and the total charge are baked into the module as buffers. Every tensor
-stays on the device of ``positions``: no ``.item()``, ``.cpu()`` or NumPy inside.
+Atomic numbers and the total charge are baked into the module, conventionally as buffers
+``atomic_numbers`` ((n,) int64) and ``total_charge`` (e); a model that carries them is
+checked against the region it is used for. Every tensor stays on the device of
+``positions``: no ``.item()``, ``.cpu()`` or NumPy inside.
+
+:func:`mlmm.ml_force.create_ml_module` turns a region model into the full-system module of
+a ``TorchForce``; :func:`mlmm.ml_force.add_ml_potential` does everything from a plugin name.
 
 Plugins are found through the ``mlmm.potentials`` entry-point group, so another package
 adds a model by declaring, in its own pyproject.toml::
@@ -51,9 +56,18 @@ class PotentialPlugin(ABC):
     def weights_available(self) -> bool:
         """True when the model can be created here without a download."""
 
+    def status(self) -> str:
+        """One line for ``mlmm models``: whether the model is usable here, and if not, why."""
+        return "ready" if self.weights_available() else "weights not present (downloaded on first use when online)"
+
     @abstractmethod
     def create_model(self, atomic_numbers: Sequence[int], total_charge: int = 0, **options):
-        """Return the TorchScript region model (see the module docstring)."""
+        """Return the TorchScript region model (see the module docstring).
+
+        ``options`` are plugin-specific (documented by each plugin); unknown ones raise
+        :class:`InputError`. Every plugin accepts ``positions``: the region's coordinates
+        ((n, 3) nm, made whole), which a plugin may use to check the model on a real geometry.
+        """
 
     def check_region(self, atomic_numbers: Sequence[int], total_charge: int) -> None:
         """Raise :class:`InputError` when the model cannot describe this region."""
@@ -73,6 +87,16 @@ class PotentialPlugin(ABC):
                 f"model '{self.name}' handles neutral regions only, but the ML region has total charge "
                 f"{total_charge:+d} e; use a model with charge support (aimnet2) or a neutral region."
             )
+
+
+def check_options(plugin_name: str, options: dict, allowed: Sequence[str]) -> None:
+    """Raise :class:`InputError` when ``options`` holds a name that ``allowed`` does not list."""
+    unknown = sorted(set(options) - set(allowed) - {"positions"})
+    if unknown:
+        raise InputError(
+            f"model '{plugin_name}' has no option(s) {', '.join(unknown)}; its options are "
+            f"{', '.join(sorted(allowed)) or 'none'} (see docs/models.md)."
+        )
 
 
 def _entry_points():

@@ -1,0 +1,204 @@
+"""Estimators: MBAR over equilibrium windows, Jarzynski and BAR over switching work.
+
+Everything here is pymbar 4: :class:`pymbar.MBAR` (free energies, uncertainties, overlap
+matrix), :mod:`pymbar.timeseries` (equilibration detection and decorrelation) and
+:mod:`pymbar.other_estimators` (``exp`` for Jarzynski, ``bar`` for Bennett/Crooks).
+Inputs are in kT; results are reported in kJ/mol (and kT where useful).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+
+#: fractions of each window's decorrelated samples used for the convergence curves
+CONVERGENCE_FRACTIONS = tuple(np.round(np.linspace(0.1, 1.0, 10), 2))
+#: smallest acceptable overlap between neighbouring states (a common rule of thumb)
+MIN_NEIGHBOUR_OVERLAP = 0.03
+
+
+def _estimate(value: float, error: float) -> dict:
+    return {"value": float(value), "error": float(error)}
+
+
+@dataclass
+class MBARResult:
+    """MBAR estimate of G(last state) - G(first state) for one leg; energies in kJ/mol.
+
+    ``convergence`` holds the estimate from growing fractions of each window's
+    decorrelated samples taken from the start (``forward``) and from the end
+    (``reverse``); ``converged`` says whether the first and the second half of the data
+    agree within two combined standard errors and neighbouring states overlap by at least
+    :data:`MIN_NEIGHBOUR_OVERLAP`.
+    """
+
+    dG: float
+    dG_error: float
+    kT: float
+    state_labels: list
+    state_dG: np.ndarray  # (K,) G(state) - G(first state)
+    state_dG_error: np.ndarray
+    overlap: np.ndarray  # (K, K)
+    n_samples: np.ndarray  # (K,) decorrelated samples used
+    statistical_inefficiency: np.ndarray  # (K,)
+    convergence: dict
+    dudl_mean: np.ndarray | None = None  # (K,) <dU/dlambda> per window, kJ/mol
+    dudl_error: np.ndarray | None = None
+    ti_dG: float | None = None  # trapezoidal thermodynamic integration of <dU/dlambda>, kJ/mol
+    halves_agree: bool = field(default=True)
+
+    @property
+    def min_neighbour_overlap(self) -> float:
+        return float(min(self.overlap[k, k + 1] for k in range(len(self.overlap) - 1)))
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.halves_agree and self.min_neighbour_overlap >= MIN_NEIGHBOUR_OVERLAP)
+
+    def to_dict(self) -> dict:
+        data = {
+            "dG": _estimate(self.dG, self.dG_error),
+            "converged": self.converged,
+            "halves_agree": self.halves_agree,
+            "min_neighbour_overlap": self.min_neighbour_overlap,
+            "states": self.state_labels,
+            "state_dG": self.state_dG.tolist(),
+            "state_dG_error": self.state_dG_error.tolist(),
+            "overlap": self.overlap.tolist(),
+            "n_samples": self.n_samples.tolist(),
+            "statistical_inefficiency": self.statistical_inefficiency.tolist(),
+            "convergence": {k: np.asarray(v).tolist() for k, v in self.convergence.items()},
+        }
+        if self.dudl_mean is not None:
+            data["dudl_mean"] = self.dudl_mean.tolist()
+            data["dudl_error"] = self.dudl_error.tolist()
+            data["ti_dG"] = self.ti_dG
+        return data
+
+
+def decorrelate(reduced_potentials: np.ndarray, index: int) -> np.ndarray:
+    """Indices of the equilibrated, decorrelated samples of window ``index``.
+
+    The observable is the reduced-energy difference between the window's neighbours
+    (what MBAR is sensitive to); equilibration is detected with
+    ``pymbar.timeseries.detect_equilibration`` and the rest subsampled by its statistical
+    inefficiency.
+    """
+    from pymbar import timeseries
+
+    K = reduced_potentials.shape[0]
+    observable = reduced_potentials[min(index + 1, K - 1)] - reduced_potentials[max(index - 1, 0)]
+    if np.ptp(observable) == 0.0:  # identical neighbours: every sample is as good as another
+        return np.arange(reduced_potentials.shape[1])
+    t0, g, _ = timeseries.detect_equilibration(observable)
+    kept = timeseries.subsample_correlated_data(observable[t0:], g=g)
+    return t0 + np.asarray(kept, dtype=int)
+
+
+def _mbar(u_blocks: list[np.ndarray]):
+    """Solve MBAR for per-window blocks u[k] of shape (K, n_k); returns (f_k, df_k, mbar)."""
+    import pymbar
+
+    N_k = np.array([block.shape[1] for block in u_blocks])
+    u_kn = np.concatenate(u_blocks, axis=1)
+    shift = u_kn.mean(axis=1, keepdims=True)  # remove the large constant offsets (ML vs MM zero of energy)
+    mbar = pymbar.MBAR(u_kn - shift, N_k, initialize="BAR" if len(N_k) > 1 else "zeros")
+    result = mbar.compute_free_energy_differences(compute_uncertainty=True)
+    f = result["Delta_f"][0] + (shift[:, 0] - shift[0, 0])
+    df = np.nan_to_num(result["dDelta_f"][0])
+    return f, df, mbar
+
+
+def mbar_analysis(windows, kT: float, state_labels=None) -> MBARResult:
+    """MBAR for one leg from its :class:`~mlmm.freeenergy.sampling.WindowSamples` (any order)."""
+    windows = sorted(windows, key=lambda w: w.index)
+    K = windows[0].reduced_potentials.shape[0]
+    if [w.index for w in windows] != list(range(K)):
+        raise InputError(f"MBAR needs one window per state (0..{K - 1}); got windows {[w.index for w in windows]}.")
+    kept = [decorrelate(w.reduced_potentials, w.index) for w in windows]
+    blocks = [w.reduced_potentials[:, idx] for w, idx in zip(windows, kept)]
+    f, df, mbar = _mbar(blocks)
+    overlap = np.asarray(mbar.compute_overlap()["matrix"])
+    n_kept = np.array([len(idx) for idx in kept])
+    g = np.array([w.reduced_potentials.shape[1] for w in windows]) / n_kept
+
+    convergence = {"fractions": np.array(CONVERGENCE_FRACTIONS)}
+    for direction in ("forward", "reverse"):
+        values, errors = [], []
+        for fraction in CONVERGENCE_FRACTIONS:
+            part = []
+            for block in blocks:
+                m = max(2, int(np.ceil(fraction * block.shape[1])))
+                part.append(block[:, :m] if direction == "forward" else block[:, -m:])
+            fp, dfp, _ = _mbar(part)
+            values.append(fp[-1] * kT)
+            errors.append(dfp[-1] * kT)
+        convergence[direction] = np.array(values)
+        convergence[f"{direction}_error"] = np.array(errors)
+    half = list(CONVERGENCE_FRACTIONS).index(0.5)
+    difference = convergence["forward"][half] - convergence["reverse"][half]
+    spread = np.hypot(convergence["forward_error"][half], convergence["reverse_error"][half])
+    halves_agree = bool(abs(difference) <= 2.0 * spread + 1e-9)
+
+    result = MBARResult(
+        dG=float(f[-1] * kT), dG_error=float(df[-1] * kT), kT=kT,
+        state_labels=list(state_labels) if state_labels is not None else list(range(K)),
+        state_dG=f * kT, state_dG_error=df * kT, overlap=overlap, n_samples=n_kept,
+        statistical_inefficiency=g, convergence=convergence, halves_agree=halves_agree,
+    )
+    if all(w.dudl is not None for w in windows):
+        means = np.array([w.dudl[idx].mean() for w, idx in zip(windows, kept)])
+        errors = np.array([w.dudl[idx].std(ddof=1) / np.sqrt(len(idx)) if len(idx) > 1 else np.nan for w, idx in zip(windows, kept)])
+        lambdas = np.array([label["lambda_ml"] for label in state_labels]) if state_labels else None
+        result.dudl_mean, result.dudl_error = means, errors
+        if lambdas is not None:
+            result.ti_dG = float(np.trapezoid(means, lambdas))
+    return result
+
+
+@dataclass
+class NEQResult:
+    """Free energy of a leg from non-equilibrium switching; energies in kJ/mol.
+
+    ``jarzynski_forward`` uses forward work only, exp(-dG/kT) = <exp(-W_F/kT)>;
+    ``jarzynski_reverse`` uses reverse work only, exp(+dG/kT) = <exp(-W_R/kT)>;
+    ``bar`` combines both directions (Crooks' theorem, Bennett's acceptance ratio).
+    """
+
+    forward_work: np.ndarray  # kJ/mol
+    reverse_work: np.ndarray  # kJ/mol
+    kT: float
+    jarzynski_forward: dict | None
+    jarzynski_reverse: dict | None
+    bar: dict | None
+
+    def to_dict(self) -> dict:
+        return {
+            "forward_work": self.forward_work.tolist(),
+            "reverse_work": self.reverse_work.tolist(),
+            "jarzynski_forward": self.jarzynski_forward,
+            "jarzynski_reverse": self.jarzynski_reverse,
+            "bar": self.bar,
+        }
+
+
+def neq_analysis(forward_work_kT, reverse_work_kT, kT: float) -> NEQResult:
+    """Jarzynski estimates in each direction and BAR over both, from work values in kT."""
+    from pymbar import other_estimators
+
+    w_f = np.asarray(forward_work_kT, dtype=float)
+    w_r = np.asarray(reverse_work_kT, dtype=float)
+    # The estimators see work relative to a constant c (ML and MM energies have different
+    # zeros, so raw work can be ~1e5 kT); dG(W - c) = dG(W) - c exactly, added back below.
+    c = float(np.median(np.concatenate([w_f, -w_r]))) if w_f.size + w_r.size else 0.0
+
+    def scaled(estimate: dict, sign: float = 1.0) -> dict:
+        return _estimate((sign * estimate["Delta_f"] + c) * kT, estimate["dDelta_f"] * kT)
+
+    forward = scaled(other_estimators.exp(w_f - c)) if w_f.size > 1 else None
+    reverse = scaled(other_estimators.exp(w_r + c), sign=-1.0) if w_r.size > 1 else None
+    both = scaled(other_estimators.bar(w_f - c, w_r + c)) if w_f.size > 1 and w_r.size > 1 else None
+    return NEQResult(w_f * kT, w_r * kT, kT, forward, reverse, both)

@@ -1,0 +1,309 @@
+"""A production run that survives crashes: :func:`run` starts one, :func:`resume` continues one.
+
+Output folder layout::
+
+    OUT/run.json          the resolved configuration (seed included) and the software versions
+    OUT/system/           the MolecularSystem the run started from (MolecularSystem.load)
+    OUT/trajectory.dcd    one frame every trajectory_interval steps (DCD, XTC or HDF5 by suffix)
+    OUT/energies.csv      one row every energy_interval steps (see mlmm.running.energies)
+    OUT/checkpoint.xml    last checkpoint (OpenMM State with its step counter), written atomically
+                          every checkpoint_interval steps and at the end
+    OUT/final.pdb         the last state
+
+Order of work: validate the whole configuration, refuse an existing folder (unless
+``overwrite``), load the system and build the Context, and only then create the folder. A
+new run is minimized and equilibrated (not reported), its clock reset to zero, and
+checkpointed at step 0. Production advances to the next report or checkpoint step at a time;
+at each stop the state is checked (every energy finite, temperature below
+:data:`EXPLOSION_TEMPERATURE_FACTOR` times the target and :data:`EXPLOSION_TEMPERATURE_FLOOR`),
+frames and rows are written, and at a checkpoint step both files are flushed to disk before
+the checkpoint is written. A killed run is continued by :func:`resume`: it truncates the
+trajectory and the CSV to the checkpoint's step and appends, so no frame or row is lost or
+repeated. An unstable state raises :class:`~mlmm.errors.SimulationError` and leaves the last
+good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import openmm
+import openmm.app as app
+import openmm.unit as u
+
+from .. import __version__
+from ..atomic_io import write_text_atomic
+from ..errors import InputError, SimulationError
+from ..molecular_system import MolecularSystem
+from ..units import KB_KJ_PER_MOL_K
+from .checkpoint import checkpoint_step, load_checkpoint, write_checkpoint
+from .config import RunConfig
+from .energies import EnergyWriter
+from .setup import PreparedRun, load_input, prepare
+from .trajectory import TrajectoryWriter
+
+RUN_FILE = "run.json"
+SYSTEM_FOLDER = "system"
+ENERGIES_FILE = "energies.csv"
+FINAL_PDB = "final.pdb"
+#: a state hotter than max(factor * target temperature, floor) counts as exploded
+EXPLOSION_TEMPERATURE_FACTOR = 5.0
+EXPLOSION_TEMPERATURE_FLOOR = 2000.0  # K
+_EQUILIBRATION_CHUNK = 100  # steps between stability checks during equilibration
+
+
+@dataclass
+class RunResult:
+    """What a finished (or continued) run did."""
+
+    folder: Path
+    steps: int  # the run's step counter at the end (production steps, all sessions)
+    time_ps: float  # simulated production time at the end
+    started_at_step: int  # 0 for a new run, the checkpoint's step for a continued one
+    wall_seconds: float  # production stretch of this call
+    ns_per_day: float  # production speed of this call
+    platform: str
+
+
+def run(config: RunConfig, molecular_system: MolecularSystem | None = None, overwrite: bool = False,
+        progress: bool = True) -> RunResult:
+    """Run ``config`` from its input (or from ``molecular_system``) into ``config.output``.
+
+    Every check that can fail runs before the output folder is created. ``overwrite``
+    replaces an existing run folder; without it an existing folder is an error.
+    """
+    config.validate()
+    folder = Path(config.output)
+    if folder.exists() and not overwrite:
+        raise InputError(f"output folder {folder} already exists; pass --overwrite to replace it or --resume to continue it.")
+    if molecular_system is None:
+        if config.input is None:
+            raise InputError("no input: give a system folder or a YAML recipe (or pass a MolecularSystem).")
+        molecular_system = load_input(config.input)
+    if config.seed is None:
+        config = replace(config, seed=secrets.randbelow(2**31 - 1))
+    prepared = prepare(config, molecular_system)
+
+    _clear_for_new_run(folder)
+    _write_run_file(folder, config, prepared)
+    molecular_system.save(folder / SYSTEM_FOLDER)
+    _minimize_and_equilibrate(prepared, config)
+    write_checkpoint(folder, prepared.context)
+    return _production(prepared, config, folder, start_step=0, progress=progress)
+
+
+def resume(output, steps: int | None = None, length=None, platform: str | None = None,
+           precision: str | None = None, progress: bool = True) -> RunResult:
+    """Continue the run in ``output`` from its last checkpoint.
+
+    ``steps`` or ``length`` (ps or a time string) set a new total length, to extend a
+    finished run; ``platform`` and ``precision`` may differ from the first session.
+    """
+    folder = Path(output)
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise InputError(f"{folder} is not a run folder (no {RUN_FILE}); start a run there without --resume.")
+    saved = json.loads(run_file.read_text())["config"]
+    if steps is not None or length is not None:
+        saved.update(steps=steps, length=length)
+    if platform is not None:
+        saved.update(platform=platform, precision=precision)
+    elif precision is not None:
+        saved.update(precision=precision)
+    saved["output"] = str(folder)
+    config = RunConfig.from_dict(saved).validate()
+    step = checkpoint_step(folder)
+    if step > config.total_steps:
+        raise InputError(f"the run already reached step {step}; a total of {config.total_steps} steps would shorten it.")
+    molecular_system = MolecularSystem.load(folder / SYSTEM_FOLDER)
+    # a new Langevin noise stream for the continuation, not a replay of the first session's
+    prepared = prepare(replace(config, seed=(config.seed + step) % (2**31 - 1)), molecular_system)
+    load_checkpoint(folder, prepared.context)
+    _write_run_file(folder, config, prepared)
+    return _production(prepared, config, folder, start_step=step, progress=progress)
+
+
+# ---------------------------------------------------------------------- stages
+def _clear_for_new_run(folder: Path) -> None:
+    if folder.exists():
+        if not folder.is_dir() or (any(folder.iterdir()) and not (folder / RUN_FILE).is_file()):
+            raise InputError(f"{folder} exists and is not an mlmm run folder (no {RUN_FILE}); "
+                             "--overwrite replaces run folders only. Choose another output folder.")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _write_run_file(folder: Path, config: RunConfig, prepared: PreparedRun) -> None:
+    record = {
+        "config": config.to_dict(),
+        "resolved": {
+            "outer_timestep_ps": config.outer_timestep,
+            "total_steps": config.total_steps,
+            "equilibration_steps": config.equilibration_steps,
+            "platform": prepared.platform_name,
+            "integrator": type(prepared.integrator).__name__,
+            "degrees_of_freedom": prepared.degrees_of_freedom,
+            "n_atoms": prepared.system.getNumParticles(),
+            "ml_region_atoms": None if prepared.mixed is None else len(prepared.mixed.region),
+        },
+        "versions": {"mlmm": __version__, "openmm": openmm.__version__},
+    }
+    write_text_atomic(folder / RUN_FILE, json.dumps(record, indent=1) + "\n")
+
+
+def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig) -> None:
+    context = prepared.context
+    if config.minimize:
+        openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
+    context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1)
+    done, total = 0, config.equilibration_steps
+    while done < total:
+        chunk = min(_EQUILIBRATION_CHUNK, total - done)
+        _advance(context, chunk, "equilibration", None)
+        done += chunk
+        state = context.getState(getEnergy=True)
+        _check_stable(state, prepared, config, f"equilibration step {done}", None)
+    context.setTime(0.0)
+    context.setStepCount(0)
+
+
+def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_step: int, progress: bool) -> RunResult:
+    from tqdm.auto import tqdm
+
+    context = prepared.context
+    periodic = prepared.system.usesPeriodicBoundaryConditions()
+    total = config.total_steps
+    resuming = start_step > 0 or (folder / ENERGIES_FILE).exists()
+    columns = _columns(prepared, periodic)
+    trajectory = None
+    if config.trajectory is not None:
+        keep = start_step // config.trajectory_interval if resuming else None
+        trajectory = TrajectoryWriter(folder / config.trajectory, prepared.molecular_system.topology, keep_frames=keep)
+    energies = EnergyWriter(folder / ENERGIES_FILE, columns, keep_through_step=start_step if resuming else None)
+    intervals = [config.energy_interval, config.checkpoint_interval]
+    if trajectory is not None:
+        intervals.append(config.trajectory_interval)
+    bar = tqdm(total=total, initial=start_step, unit="step", desc="mlmm run", disable=not progress, dynamic_ncols=True)
+    step, started = start_step, time.perf_counter()
+    try:
+        while step < total:
+            target = min(total, *(_next_multiple(step, n) for n in intervals))
+            _advance(context, target - step, f"steps {step}-{target}", folder)
+            step = target
+            frame_due = trajectory is not None and step % config.trajectory_interval == 0
+            state = context.getState(getEnergy=True, getPositions=frame_due, enforcePeriodicBox=periodic)
+            _check_stable(state, prepared, config, f"step {step} (t = {state.getTime().value_in_unit(u.picosecond):.4f} ps)",
+                          folder)
+            if frame_due:
+                box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if periodic else None
+                trajectory.write(state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box,
+                                 state.getTime().value_in_unit(u.picosecond), step)
+            if step % config.energy_interval == 0:
+                energies.write(_energy_row(state, prepared, step, periodic))
+            if step % config.checkpoint_interval == 0 or step == total:
+                if trajectory is not None:
+                    trajectory.flush()
+                energies.flush()
+                write_checkpoint(folder, context)
+            elapsed = time.perf_counter() - started
+            bar.update(step - bar.n)
+            bar.set_postfix_str(f"{_ns_per_day(step - start_step, config, elapsed):.2f} ns/day", refresh=False)
+    finally:
+        bar.close()
+        energies.close()
+        if trajectory is not None:
+            trajectory.close()
+    wall = time.perf_counter() - started
+    _write_final_pdb(folder / FINAL_PDB, prepared, periodic)
+    return RunResult(folder, step, step * config.outer_timestep, start_step, wall,
+                     _ns_per_day(step - start_step, config, wall), prepared.platform_name)
+
+
+# ---------------------------------------------------------------------- helpers
+def _advance(context: openmm.Context, n_steps: int, where: str, folder: Path | None) -> None:
+    try:
+        context.getIntegrator().step(n_steps)
+    except openmm.OpenMMException as exc:
+        raise SimulationError(f"the simulation failed during {where}: {exc}. {_advice(folder)}") from None
+
+
+def _check_stable(state: openmm.State, prepared: PreparedRun, config: RunConfig, where: str,
+                  folder: Path | None) -> None:
+    potential = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    kinetic = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
+    temperature = _temperature(kinetic, prepared.degrees_of_freedom)
+    limit = max(EXPLOSION_TEMPERATURE_FACTOR * config.temperature, EXPLOSION_TEMPERATURE_FLOOR)
+    if not (math.isfinite(potential) and math.isfinite(kinetic)):
+        problem = f"the energy is not finite (potential {potential} kJ/mol, kinetic {kinetic} kJ/mol)"
+    elif temperature > limit:
+        problem = f"the system exploded: temperature {temperature:.4g} K exceeds {limit:.0f} K"
+    else:
+        return
+    raise SimulationError(f"at {where} {problem}. {_advice(folder)}")
+
+
+def _advice(folder: Path | None) -> str:
+    fix = "Use a shorter inner time step or a smaller MTS factor k, or minimize and equilibrate longer"
+    if folder is None:
+        return f"{fix}; no checkpoint was written yet, so start the run again with --overwrite."
+    return (f"{fix}. The last good checkpoint (step {checkpoint_step(folder)}) is kept in {folder}; "
+            f"continue from it with `mlmm run --resume -o {folder}`.")
+
+
+def _temperature(kinetic_kj_mol: float, degrees_of_freedom: int) -> float:
+    """Instantaneous temperature (K) by equipartition: T = 2 K / (n_dof k_B)."""
+    return 2.0 * kinetic_kj_mol / (degrees_of_freedom * KB_KJ_PER_MOL_K) if degrees_of_freedom > 0 else 0.0
+
+
+def _columns(prepared: PreparedRun, periodic: bool) -> list[str]:
+    columns = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k"]
+    if periodic:
+        columns.append("volume_nm3")
+    return columns + [f"{term}_kj_mol" for term in prepared.energy_terms()]
+
+
+def _energy_row(state: openmm.State, prepared: PreparedRun, step: int, periodic: bool) -> dict:
+    potential = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    kinetic = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
+    row = {
+        "step": step,
+        "time_ps": state.getTime().value_in_unit(u.picosecond),
+        "potential_kj_mol": potential,
+        "kinetic_kj_mol": kinetic,
+        "total_kj_mol": potential + kinetic,
+        "temperature_k": _temperature(kinetic, prepared.degrees_of_freedom),
+    }
+    if periodic:
+        row["volume_nm3"] = state.getPeriodicBoxVolume().value_in_unit(u.nanometer**3)
+    row.update({f"{term}_kj_mol": value for term, value in prepared.energy_terms().items()})
+    return row
+
+
+def _next_multiple(step: int, interval: int) -> int:
+    return (step // interval + 1) * interval
+
+
+def _ns_per_day(steps: int, config: RunConfig, seconds: float) -> float:
+    return steps * config.outer_timestep * 1e-3 / seconds * 86400.0 if seconds > 0 else float("nan")
+
+
+def _write_final_pdb(path: Path, prepared: PreparedRun, periodic: bool) -> None:
+    state = prepared.context.getState(getPositions=True, enforcePeriodicBox=periodic)
+    topology = prepared.molecular_system.topology
+    if periodic:  # the box at the end of the run (a barostat changes it), on a copy of the topology
+        topology = copy.deepcopy(topology)
+        topology.setPeriodicBoxVectors(state.getPeriodicBoxVectors())
+    buffer = io.StringIO()
+    app.PDBFile.writeFile(topology, state.getPositions(), buffer, keepIds=True)
+    write_text_atomic(path, buffer.getvalue())
+
+
+__all__ = ["RunResult", "run", "resume"]

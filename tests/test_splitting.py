@@ -1,0 +1,222 @@
+"""Difference-splitting integrators (mlmm.splitting) on real OpenMM systems.
+
+Alanine dipeptide in vacuum (openmmtools, Amber ff96, HBond constraints, 22 atoms) on the
+Reference platform: double precision and deterministic, and fast enough for picoseconds.
+"""
+
+from __future__ import annotations
+
+import mlmm  # noqa: F401  (first: torch before openmm, so OpenMM loads the openmm-torch plugin)
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as u
+import pytest
+
+from mlmm import InputError
+from mlmm.forcegroups import ML_SLOW, MM_FAST
+from mlmm.splitting import assign_force_groups, check_force_groups, make_integrator
+from mlmm.units import KB_KJ_PER_MOL_K
+
+KJ = u.kilojoule_per_mole
+
+
+@pytest.fixture(scope="module")
+def dipeptide():
+    from openmmtools import testsystems
+
+    return testsystems.AlanineDipeptideVacuum(constraints=app.HBonds)
+
+
+def torsions_slow(system: openmm.System) -> openmm.System:
+    """Everything in MM_FAST except the PeriodicTorsionForce, which goes to ML_SLOW."""
+    slow = [i for i, f in enumerate(system.getForces()) if isinstance(f, openmm.PeriodicTorsionForce)]
+    return assign_force_groups(openmm.XmlSerializer.clone(system), slow)
+
+
+def reference_context(system, integrator, positions, velocities=None):
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    if velocities is not None:
+        context.setVelocities(velocities)
+    return context
+
+
+@pytest.fixture(scope="module")
+def thermal_state(dipeptide):
+    """Minimized and equilibrated (1 ps at 300 K) positions and velocities."""
+    system = assign_force_groups(openmm.XmlSerializer.clone(dipeptide.system))
+    integrator = openmm.LangevinMiddleIntegrator(300, 5, 0.001)
+    integrator.setRandomNumberSeed(11)
+    context = reference_context(system, integrator, dipeptide.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10, 200)
+    context.setVelocitiesToTemperature(300, 5)
+    integrator.step(1000)
+    state = context.getState(getPositions=True, getVelocities=True)
+    return state.getPositions(asNumpy=True), state.getVelocities(asNumpy=True)
+
+
+# ---------------------------------------------------------------------- construction
+@pytest.mark.parametrize("ensemble, k, expected", [
+    ("nvt", 1, openmm.LangevinMiddleIntegrator),
+    ("nve", 1, openmm.VerletIntegrator),
+    ("nvt", 3, openmm.MTSLangevinIntegrator),
+    ("nve", 3, openmm.MTSIntegrator),
+])
+def test_integrator_kind_and_outer_step(ensemble, k, expected):
+    integrator = make_integrator(inner_timestep=1.5 * u.femtosecond, mts_factor=k, ensemble=ensemble, seed=4)
+    assert isinstance(integrator, expected)
+    assert integrator.getStepSize().value_in_unit(u.femtosecond) == pytest.approx(1.5 * k)
+    # plain floats are in OpenMM units (ps, K, 1/ps)
+    plain = make_integrator(300.0, 1.0, 0.0015, k, ensemble)
+    assert plain.getStepSize().value_in_unit(u.femtosecond) == pytest.approx(1.5 * k)
+
+
+def test_langevin_temperature_and_friction_in_openmm_units():
+    integrator = make_integrator(temperature=310 * u.kelvin, friction=2.0 / u.picosecond, mts_factor=4, seed=1)
+    kt = integrator.getGlobalVariableByName("kT")
+    assert kt == pytest.approx(KB_KJ_PER_MOL_K * 310, rel=1e-6)
+    # a = exp(-friction * inner step): the thermostat acts at every inner step of 2 fs
+    assert integrator.getGlobalVariableByName("a") == pytest.approx(np.exp(-2.0 * 0.002))
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"mts_factor": 0}, "mts_factor = 0"),
+    ({"mts_factor": 2.5}, "mts_factor = 2.5"),
+    ({"temperature": -5}, "temperature = -5.0 K"),
+    ({"inner_timestep": 0}, "inner_timestep = 0.0 ps"),
+    ({"friction": -1}, "friction = -1.0"),
+    ({"ensemble": "npt"}, "ensemble = 'npt'"),
+    ({"seed": -3}, "seed = -3"),
+    ({"inner_timestep": 2 * u.nanometer}, "incompatible"),
+])
+def test_bad_integrator_arguments(kwargs, fragment):
+    with pytest.raises(InputError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
+        make_integrator(**kwargs)
+
+
+def test_force_group_check_names_the_offending_force(dipeptide):
+    system = openmm.XmlSerializer.clone(dipeptide.system)
+    assign_force_groups(system)
+    check_force_groups(system)
+    torsion_index = next(i for i, f in enumerate(system.getForces()) if isinstance(f, openmm.PeriodicTorsionForce))
+    system.getForce(torsion_index).setForceGroup(5)
+    with pytest.raises(InputError, match=r"PeriodicTorsionForce.*force group 5"):
+        check_force_groups(system)
+    assign_force_groups(system, [torsion_index])
+    check_force_groups(system)
+    assert system.getForce(torsion_index).getForceGroup() == ML_SLOW
+    assert {f.getForceGroup() for i, f in enumerate(system.getForces()) if i != torsion_index} == {MM_FAST}
+    nonbonded = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    nonbonded.setReciprocalSpaceForceGroup(7)
+    with pytest.raises(InputError, match="reciprocal space in force group 7"):
+        check_force_groups(system)
+    with pytest.raises(InputError, match="not a force index"):
+        assign_force_groups(system, [99])
+
+
+# ---------------------------------------------------------------------- dynamics
+def test_mts_with_empty_slow_group_is_single_step_dynamics(dipeptide, thermal_state):
+    """With nothing in ML_SLOW, k inner steps of RESPA are k ordinary steps of the inner step.
+
+    Velocity Verlet (the RESPA integrators) and leapfrog (LangevinMiddle and Verlet with no
+    friction) produce the same positions once the leapfrog starts from the half-step
+    velocities v(-dt/2) = v(0) - dt/2 F(0)/m (projected onto the constraints).
+    """
+    system = assign_force_groups(openmm.XmlSerializer.clone(dipeptide.system))
+    positions, velocities = thermal_state
+    dt, k, n_outer = 0.002, 4, 50
+    probe = reference_context(system, openmm.VerletIntegrator(dt), positions, velocities)
+    forces = probe.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ / u.nanometer)
+    masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())])
+    probe.setVelocities(velocities.value_in_unit(u.nanometer / u.picosecond) - 0.5 * dt * forces / masses[:, None])
+    probe.applyVelocityConstraints(1e-12)
+    half_step_velocities = probe.getState(getVelocities=True).getVelocities(asNumpy=True)
+
+    def final_positions(integrator, start_velocities, steps):
+        context = reference_context(system, integrator, positions, start_velocities)
+        integrator.step(steps)
+        return context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+
+    start = positions.value_in_unit(u.nanometer)
+    for ensemble in ("nvt", "nve"):
+        mts = final_positions(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=k, ensemble=ensemble),
+                              velocities, n_outer)
+        single = final_positions(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=1, ensemble=ensemble),
+                                 half_step_velocities, k * n_outer)
+        assert np.abs(mts - start).max() > 0.1  # the molecule moved (0.4 ps at 300 K)
+        assert np.abs(mts - single).max() < 1e-6
+
+
+@pytest.mark.parametrize("k, slow_torsions", [(1, False), (4, False), (4, True)])
+def test_mts_langevin_samples_the_target_temperature(dipeptide, thermal_state, k, slow_torsions):
+    """Equipartition: the mean kinetic temperature equals the bath's, within its statistical error.
+
+    51 degrees of freedom fluctuate by T sqrt(2/51) = 59 K per sample; 300 samples 0.1 ps
+    apart (friction 5/ps decorrelates the kinetic energy in ~0.1 ps) give a standard error
+    of about 4 K, so 15 K is a 4-sigma bound. A thermostat with a wrong kT or a broken
+    split misses it by far more.
+    """
+    system = torsions_slow(dipeptide.system) if slow_torsions else assign_force_groups(
+        openmm.XmlSerializer.clone(dipeptide.system))
+    integrator = make_integrator(300 * u.kelvin, 5.0, 0.002, k, "nvt", seed=7)
+    positions, velocities = thermal_state
+    context = reference_context(system, integrator, positions, velocities)
+    dof = 3 * system.getNumParticles() - system.getNumConstraints() - 3
+    steps_per_sample = 50 // k  # 0.1 ps
+    temperatures = []
+    for _ in range(300):
+        integrator.step(steps_per_sample)
+        kinetic = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(KJ)
+        temperatures.append(2 * kinetic / (dof * KB_KJ_PER_MOL_K))
+    assert np.mean(temperatures) == pytest.approx(300.0, abs=15.0)
+
+
+def total_energy_series(system, integrator, positions, velocities, duration_ps, sample_every_ps=0.008):
+    """Times (ps) and total energies (kJ/mol) of an NVE trajectory; kinetic energies alongside."""
+    context = reference_context(system, integrator, positions, velocities)
+    context.applyConstraints(1e-10)
+    context.applyVelocityConstraints(1e-10)
+    outer = integrator.getStepSize().value_in_unit(u.picosecond)
+    steps = max(1, round(sample_every_ps / outer))
+    times, total, kinetic = [], [], []
+    for i in range(int(round(duration_ps / (steps * outer)))):
+        integrator.step(steps)
+        state = context.getState(getEnergy=True)
+        times.append((i + 1) * steps * outer)
+        kinetic.append(state.getKineticEnergy().value_in_unit(KJ))
+        total.append(state.getPotentialEnergy().value_in_unit(KJ) + kinetic[-1])
+    return np.array(times), np.array(total), np.array(kinetic)
+
+
+def conservation(times, total, kinetic):
+    """(fluctuation ratio std(E)/std(K), drift of the linear fit over the run in kJ/mol)."""
+    slope = np.polyfit(times, total, 1)[0]
+    return total.std() / kinetic.std(), abs(slope) * (times[-1] - times[0])
+
+
+#: accurate integration keeps total-energy fluctuations small against kinetic ones
+#: (Allen & Tildesley); 0.05 allows the O(dt^2) shadow-energy oscillation of 1-4 fs steps.
+MAX_FLUCTUATION_RATIO = 0.05
+#: a symplectic integrator has no secular drift: over 20 ps the fitted drift must stay
+#: below 0.5 kJ/mol = 0.2 kT (300 K), i.e. 0.2 kT/ns per degree of freedom for 51 of them.
+MAX_DRIFT_KJ_MOL = 0.5
+
+
+@pytest.mark.parametrize("inner_fs, k", [(1, 1), (1, 2), (1, 4)])
+def test_velocity_verlet_respa_conserves_energy(dipeptide, thermal_state, inner_fs, k):
+    """NVE RESPA with the torsions in the slow group conserves the total energy over 20 ps."""
+    system = torsions_slow(dipeptide.system)
+    integrator = make_integrator(inner_timestep=inner_fs * u.femtosecond, mts_factor=k, ensemble="nve")
+    ratio, drift = conservation(*total_energy_series(system, integrator, *thermal_state, duration_ps=20.0))
+    assert ratio < MAX_FLUCTUATION_RATIO
+    assert drift < MAX_DRIFT_KJ_MOL
+
+
+def test_energy_criteria_catch_a_broken_split(dipeptide, thermal_state):
+    """The same criteria fail when the slow group is left out of the integration."""
+    system = torsions_slow(dipeptide.system)
+    broken = openmm.MTSIntegrator(0.004, [(MM_FAST, 4)])  # ML_SLOW never applied, but in the energy
+    ratio, drift = conservation(*total_energy_series(system, broken, *thermal_state, duration_ps=20.0))
+    assert ratio > 20 * MAX_FLUCTUATION_RATIO
+    assert drift > MAX_DRIFT_KJ_MOL
