@@ -2,8 +2,7 @@
 
 :class:`MLRegionForce` is the full-system TorchScript module that OpenMM calls every step::
 
-    forward(positions: (N, 3) nm, box: (3, 3) nm if periodic, scale if any)
-        -> (energy kJ/mol, forces (N, 3) kJ/mol/nm)
+    forward(positions: (N, 3) nm, box: (3, 3) nm, optional) -> (energy kJ/mol, forces (N, 3) kJ/mol/nm)
 
 It picks the ML region out of all N positions with a registered index buffer, makes the
 region whole under periodic boundaries (minimum image about one anchor atom,
@@ -19,15 +18,14 @@ Nothing in ``forward`` synchronises with the host: no ``.item()``, ``.cpu()``, N
 Python loop over atoms, and every tensor follows the device of ``positions``, so the same
 module runs on the Reference, CPU and CUDA platforms.
 
-Scaling by lambda. With ``scale_parameter`` set (for example
-:data:`mlmm.embedding.LAMBDA_ML`) the module also takes that OpenMM global parameter and
-returns ``lambda * E`` and ``lambda * F``; the TorchForce reports dU/dlambda = E through
-OpenMM's energy-parameter derivatives. The module also works as a collective variable of a
-``CustomCVForce``, but with OpenMM 8.6 and the openmmtorch 1.5 wheel such a
+Scaling by lambda is the embedding's job (:mod:`mlmm.embedding.scaling` wraps this module
+and passes lambda as a TorchForce global parameter). The module also works as a collective
+variable of a ``CustomCVForce``, but with OpenMM 8.6 and the openmmtorch 1.5 wheel such a
 ``CustomCVForce`` crashes when a Context is created: it clones its variables through
 OpenMM's serializer, whose node layout changed in OpenMM 8.6 after the wheel was built
 (see :mod:`mlmm.serialization`). With OpenMM 8.5.2 it works.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -62,32 +60,17 @@ class MLRegionForce(torch.nn.Module):
     anchor:
         position within ``indices`` of the atom the region is made whole around; pick an atom
         near the region's centre for large regions.
-    scale_parameter:
-        name of an OpenMM global parameter that multiplies energy and forces, or "" for none.
-
-    OpenMM passes the inputs positionally: the positions, then the box if the force is
-    periodic, then the scale parameter if there is one. ``forward`` therefore reads its
-    second input as the scale when the module is not periodic.
     """
 
-    def __init__(
-        self, region_model, indices: Sequence[int], n_atoms: int, periodic: bool, anchor: int = 0,
-        scale_parameter: str = "",
-    ):
+    def __init__(self, region_model, indices: Sequence[int], n_atoms: int, periodic: bool, anchor: int = 0):
         super().__init__()
         self.model = region_model
         self.register_buffer("indices", torch.as_tensor(np.asarray(indices), dtype=torch.long))
         self.n_atoms = int(n_atoms)
         self.periodic = bool(periodic)
         self.anchor = int(anchor)
-        self.scale_parameter = str(scale_parameter)
 
-    def forward(
-        self, positions: Tensor, box: Optional[Tensor] = None, scale: Optional[Tensor] = None
-    ) -> tuple[Tensor, Tensor]:
-        if not self.periodic:
-            scale = box
-            box = None
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
         region = positions.detach().index_select(0, self.indices).requires_grad_(True)
@@ -98,18 +81,12 @@ class MLRegionForce(torch.nn.Module):
         energy = self.model(whole)["energy"]
         gradient = torch.autograd.grad([energy], [region])[0]
         assert gradient is not None
-        # Cut the energy from the model's (already consumed) graph. Not with detach():
-        # openmm-torch freezes the module and torch.jit.freeze deletes aten::detach.
-        torch.set_grad_enabled(False)
-        energy = energy.to(positions.dtype).clone()
-        forces = torch.zeros_like(positions).index_copy(0, self.indices, -gradient.to(positions.dtype))
-        if self.scale_parameter != "":
-            assert scale is not None, "MLRegionForce was built with a scale parameter but got none"
-            forces = scale.to(positions.dtype) * forces
-            torch.set_grad_enabled(True)
-            # differentiable in the parameter only: OpenMM's backward gives dU/dlambda = E
-            energy = scale.to(positions.dtype) * energy
         torch.set_grad_enabled(grad_was_enabled)
+        forces = torch.zeros_like(positions).index_copy(0, self.indices, -gradient.to(positions.dtype))
+        # The energy leaves without the model's (already consumed) autograd graph. Not with
+        # detach(): openmm-torch freezes the module and torch.jit.freeze deletes aten::detach.
+        with torch.no_grad():
+            energy = energy.to(positions.dtype).clone()
         return energy, forces
 
 
@@ -133,20 +110,16 @@ def _validated_indices(indices, n_atoms: int) -> np.ndarray:
 
 
 def create_ml_module(
-    region_model, indices: Sequence[int], n_atoms: int, periodic: bool, anchor: int = 0,
-    scale_parameter: Optional[str] = None,
+    region_model, indices: Sequence[int], n_atoms: int, periodic: bool, anchor: int = 0
 ) -> torch.jit.ScriptModule:
     """Script an :class:`MLRegionForce` for ``region_model`` on the atoms ``indices`` of an N-atom system.
 
-    ``scale_parameter`` names a global parameter (for example ``"lambda_ml"``) multiplying
-    the ML energy and forces. Raises :class:`InputError` for empty, repeated or
-    out-of-range indices.
+    Raises :class:`InputError` for empty, repeated or out-of-range indices or anchor.
     """
     array = _validated_indices(indices, int(n_atoms))
     if not 0 <= int(anchor) < array.size:
         raise InputError(f"anchor {anchor} is not a position in the ML region (0..{array.size - 1}).")
-    module = MLRegionForce(region_model, array, int(n_atoms), periodic, int(anchor), scale_parameter or "")
-    return torch.jit.script(module)
+    return torch.jit.script(MLRegionForce(region_model, array, int(n_atoms), periodic, int(anchor)))
 
 
 def create_torch_force(
@@ -154,16 +127,13 @@ def create_torch_force(
     periodic: bool,
     force_group: int = forcegroups.ML_SLOW,
     properties: Optional[Mapping[str, str]] = None,
-    scale_default: float = 1.0,
 ):
     """Wrap a full-system module (or the path of a saved one) in an ``openmmtorch.TorchForce``.
 
     The force outputs its own forces (``setOutputsForces(True)``), receives the box when
     ``periodic`` and sits in ``force_group`` (default :data:`mlmm.forcegroups.ML_SLOW`).
     ``properties`` are passed to openmm-torch as strings, for example
-    ``{"useCUDAGraphs": "true"}`` on the CUDA platform. A module built with a
-    ``scale_parameter`` gets that global parameter (default ``scale_default``) and its
-    energy derivative.
+    ``{"useCUDAGraphs": "true"}`` on the CUDA platform.
     """
     import openmmtorch
 
@@ -173,10 +143,6 @@ def create_torch_force(
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.setForceGroup(int(force_group))
-    scale_parameter = getattr(module, "scale_parameter", "")
-    if scale_parameter:
-        force.addGlobalParameter(scale_parameter, float(scale_default))
-        force.addEnergyParameterDerivative(scale_parameter)
     return force
 
 
@@ -189,7 +155,7 @@ def add_ml_potential(
     force_group: int = forcegroups.ML_SLOW,
     properties: Optional[Mapping[str, str]] = None,
     positions=None,
-    scale_parameter: Optional[str] = None,
+    periodic: Optional[bool] = None,
     **options,
 ) -> int:
     """Add the ML energy of the atoms ``indices`` to ``system`` as a TorchForce; return its index.
@@ -199,9 +165,10 @@ def add_ml_potential(
     ``options`` go to the plugin (for example ``functional="b973c"``, ``ensemble=True``,
     ``path=...``). ``positions`` (all N atoms, nm), when given, let the plugin check the
     model on the real geometry and place the periodic anchor at the atom nearest the
-    region's centre; ``scale_parameter`` (for example ``"lambda_ml"``) multiplies the ML
-    energy by that global parameter. This adds the ML energy only; removing the region's MM
-    terms is the embedding's job (:mod:`mlmm.embedding`).
+    region's centre. ``periodic`` defaults to ``system.usesPeriodicBoundaryConditions()``
+    (which OpenMM derives from the System's forces). This adds the ML energy only, unscaled;
+    removing the region's MM terms and scaling by lambda is the embedding's job
+    (:mod:`mlmm.embedding`).
     """
     from .potentials import PotentialPlugin, load_plugin
 
@@ -213,7 +180,7 @@ def add_ml_potential(
         raise InputError(
             f"{len(numbers)} atomic numbers given for an ML region of {array.size} atoms; give one per region atom."
         )
-    periodic = system.usesPeriodicBoundaryConditions()
+    periodic = system.usesPeriodicBoundaryConditions() if periodic is None else bool(periodic)
     anchor = 0
     if positions is not None:
         from .torch_geometry import central_atom
@@ -233,5 +200,5 @@ def add_ml_potential(
         options["positions"] = region.numpy()
     plugin.check_region(numbers, int(total_charge))
     region_model = plugin.create_model(numbers, int(total_charge), **options)
-    module = create_ml_module(region_model, array, n_atoms, periodic, anchor, scale_parameter)
+    module = create_ml_module(region_model, array, n_atoms, periodic, anchor)
     return system.addForce(create_torch_force(module, periodic, force_group, properties))

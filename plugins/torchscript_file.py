@@ -12,15 +12,17 @@ The file must hold a region model (:mod:`mlmm.potentials`) saved with
 Optional buffers ``atomic_numbers`` ((n,) int) and ``total_charge`` (e) are compared with
 the region the model is used for. The file is checked on load: the ``forward`` signature,
 a finite and differentiable energy and finite forces on a test geometry, charges (if any)
-of the right shape summing to the region's charge, and plausible units. The unit check
-stretches the region's real geometry (option ``positions``, (n, 3) nm; passed by
+of the right shape summing to the region's charge, and plausible energy units. The unit
+check stretches the region's real geometry (option ``positions``, (n, 3) nm; passed by
 :func:`mlmm.ml_force.add_ml_potential` when it has positions) by 10 % about its centroid:
-over a set of drug-like molecules AIMNet2 gives an energy rise of 10-42 kJ/mol per atom
-and an RMS force of 2,400-5,100 kJ/mol/nm there, so a model returning eV (96x smaller)
-or Hartree (2,625x smaller), or reading nm as Angstrom (atoms 10x too close), falls far
-outside the accepted windows below. Without ``positions`` the file is only run on a
-lattice of atoms 0.2 nm apart (signature and finite output), and a warning says the units
-were not checked.
+over 30 drug-like molecules from MiniDrugBank, AIMNet2 gives an energy rise of 10-42
+kJ/mol per atom and an RMS force of 2,400-5,100 kJ/mol/nm there, so a model returning eV
+(96x smaller) or Hartree (2,625x smaller) falls far outside the accepted windows below (a
+model returning kcal/mol, 4.2x smaller, does not). Length mistakes are caught only when
+gross: AIMNet2 fed positions 10x too small (a model trained in Angstrom given nm) still
+gives plausible-looking numbers, so the check cannot promise that. Without ``positions``
+the file is only run on a lattice of atoms 0.2 nm apart (signature and finite output),
+and a warning says the units were not checked.
 """
 
 from __future__ import annotations

@@ -215,3 +215,24 @@ def test_bad_embedding_options(toluene_water):
         create_mixed_system(toluene_water, "aimnet2", "resname XYZ", "mechanical")
     with pytest.raises(InputError, match="polarization needs"):
         create_mixed_system(toluene_water, "aimnet2", "ligand", "mechanical", polarization=True)
+
+
+@pytest.mark.parametrize("fixture", ["mechanical", "electrostatic"])
+def test_mixed_system_save_and_load_keep_energies(fixture, request, toluene_water, tmp_path):
+    """A saved ML/MM system reloads (TorchForce re-attached from its module file) with identical energies."""
+    from mlmm.embedding.mixed import MixedSystem
+
+    mixed = request.getfixturevalue(fixture)
+    mixed.save(tmp_path / "mixed")
+    assert "TorchForce" not in (tmp_path / "mixed" / "system").joinpath("system.xml").read_text()
+    loaded = MixedSystem.load(tmp_path / "mixed")
+    assert loaded.embedding == mixed.embedding and np.array_equal(loaded.region, mixed.region)
+    for value in (1.0, 0.3):
+        states = []
+        for system in (mixed.system, loaded.system):
+            context = make_context(system, toluene_water.positions)
+            context.setParameter(LAMBDA_ML, value)
+            states.append(context.getState(getEnergy=True, getForces=True, getParameterDerivatives=True))
+        assert states[1].getPotentialEnergy().value_in_unit(KJ) == pytest.approx(states[0].getPotentialEnergy().value_in_unit(KJ), abs=1e-6)
+        assert states[1].getEnergyParameterDerivatives()[LAMBDA_ML] == pytest.approx(states[0].getEnergyParameterDerivatives()[LAMBDA_ML], abs=1e-6)
+        np.testing.assert_allclose(states[1].getForces(asNumpy=True)._value, states[0].getForces(asNumpy=True)._value, atol=1e-6)

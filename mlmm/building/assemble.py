@@ -67,8 +67,10 @@ def build_system(
         Fill the box with water and ions. ``False`` without ``box_size`` gives a vacuum
         system (no cutoff); ``False`` with ``box_size`` an empty periodic box.
     padding, box_size
-        Solute-to-edge padding (nm), or the cubic box edge (nm, one number or three) which
-        then takes precedence. Quantities are accepted.
+        Padding (nm) in OpenMM ``Modeller``'s sense: the smallest distance between a solute
+        atom and any periodic image of the solute; the cubic box edge is the diameter of the
+        solute's bounding sphere plus ``padding`` (at least ``2 * padding``). Or the box edge
+        itself (nm, one number or three), which then takes precedence. Quantities are accepted.
     ionic_strength
         Salt (NaCl) concentration in mol/L added on top of the neutralizing ions.
     small_molecule_forcefield, protein_forcefield, water_model
@@ -120,7 +122,7 @@ def build_system(
         _check_clashes(modeller, pieces)
 
         stages.next()
-        generator = _system_generator(options, molecules)
+        generator = _system_generator(options, molecules, with_protein=protein_structure is not None)
         n_solute = modeller.topology.getNumAtoms()
         _add_solvent_or_box(modeller, generator, options)
 
@@ -164,6 +166,12 @@ def _check_options(**opts) -> dict:
         if edges.size != 3 or np.any(edges <= 0):
             raise InputError(f"box_size = {opts['box_size']!r} must be one or three positive lengths in nm.")
         box_size = edges.tolist()
+        cutoff = value_in(opts["nonbonded_cutoff"], u.nanometer, "nonbonded_cutoff")
+        if np.any(edges < 2 * cutoff):
+            raise InputError(
+                f"box_size {box_size} nm is shorter than twice the cutoff ({cutoff} nm); give a larger box or lower "
+                "the cutoff."
+            )
     ionic_strength = value_in(opts["ionic_strength"], u.molar, "ionic_strength")
     if ionic_strength < 0:
         raise InputError(f"ionic_strength = {ionic_strength} M is negative; give a concentration >= 0 (e.g. 0.15).")
@@ -247,14 +255,16 @@ def _check_clashes(modeller: app.Modeller, pieces: dict) -> None:
         others.append(ligand_atoms)
 
 
-def _system_generator(options: dict, molecules: list):
+def _system_generator(options: dict, molecules: list, with_protein: bool):
+    """openmmforcefields' SystemGenerator: water (and protein) ffxml plus OpenFF for the molecules,
+    which carry their charges already (the generator uses them instead of computing its own)."""
     from openmmforcefields.generators import SystemGenerator
 
     forcefield_kwargs = {"constraints": options["constraints"], "rigidWater": True, "removeCMMotion": True}
     if options["hydrogen_mass"] is not None:
         forcefield_kwargs["hydrogenMass"] = options["hydrogen_mass"] * u.amu
     return SystemGenerator(
-        forcefields=[options["protein_forcefield"], options["water"].ffxml],
+        forcefields=[options["protein_forcefield"], options["water"].ffxml] if with_protein else [options["water"].ffxml],
         small_molecule_forcefield=options["small_molecule_forcefield"],
         molecules=molecules,
         forcefield_kwargs=forcefield_kwargs,
@@ -299,29 +309,18 @@ def _molecular_system(modeller, system, pieces, protein_structure, entries, mole
     topology = modeller.topology
     positions = np.array(modeller.positions.value_in_unit(u.nanometer))
     n_atoms = topology.getNumAtoms()
-    charges = _nonbonded_charges(system)
     formal = np.zeros(n_atoms, dtype=np.int64)
     if protein_structure is not None:
         formal[pieces["protein"]] = protein_structure.formal_charges
     for atoms, molecule in zip(pieces["ligands"], molecules):
         formal[atoms] = formal_charges(molecule)
-
-    in_ligand = np.zeros(n_atoms, dtype=bool)
-    for atoms in pieces["ligands"]:
-        in_ligand[atoms] = True
-    water, ions = [], {}
-    for residue in topology.residues():
-        indices = [atom.index for atom in residue.atoms()]
-        if in_ligand[indices[0]]:
-            continue
-        if residue.name in WATER_RESIDUE_NAMES:
-            water.extend(indices)
-        elif len(indices) == 1:
-            ions.setdefault(residue.name, []).extend(indices)
-            if indices[0] >= n_solute:  # added by Modeller: its charge is the ion's formal charge
-                formal[indices[0]] = int(round(charges[indices[0]]))
-    ion_atoms = sorted(i for indices in ions.values() for i in indices)
-    protein_atoms = np.setdiff1d(pieces["protein"], np.concatenate([np.array(water, int), np.array(ion_atoms, int)]))
+    water, ions = _water_and_ions(topology, pieces)
+    charges = _nonbonded_charges(system)
+    for indices in ions.values():
+        added = [i for i in indices if i >= n_solute]  # added by Modeller: the charge is the ion's formal charge
+        formal[added] = np.round(charges[added]).astype(np.int64)
+    ion_atoms = np.array(sorted(i for indices in ions.values() for i in indices), dtype=np.int64)
+    protein_atoms = np.setdiff1d(pieces["protein"], np.concatenate([water, ion_atoms]))
 
     regions, records = {}, []
     for role in ("ligand", "cofactor"):
@@ -343,16 +342,33 @@ def _molecular_system(modeller, system, pieces, protein_structure, entries, mole
                 chains.setdefault(atom.residue.chain.id, []).append(atom.index)
         for chain, atoms in chains.items():
             records.append(MoleculeRecord(f"protein chain {chain}", "protein", atoms, int(formal[atoms].sum())))
-    if water:
-        regions["solvent"] = np.array(water)
-        records.append(MoleculeRecord(f"water ({options['water'].name})", "solvent", list(water), 0))
-    if ion_atoms:
-        regions["ions"] = np.array(ion_atoms)
+    if water.size:
+        regions["solvent"] = water
+        records.append(MoleculeRecord(f"water ({options['water'].name})", "solvent", water.tolist(), 0))
+    if ion_atoms.size:
+        regions["ions"] = ion_atoms
         for name, atoms in ions.items():
             records.append(MoleculeRecord(name, "ion", atoms, int(formal[atoms].sum())))
 
     metadata = _metadata(options, entries, protein_structure, system)
     return MolecularSystem(topology, positions, system, regions, formal, records, metadata)
+
+
+def _water_and_ions(topology: app.Topology, pieces: dict) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """Water atoms (virtual sites included) and monatomic ions by residue name, ligands excluded."""
+    in_ligand = np.zeros(topology.getNumAtoms(), dtype=bool)
+    for atoms in pieces["ligands"]:
+        in_ligand[atoms] = True
+    water, ions = [], {}
+    for residue in topology.residues():
+        indices = [atom.index for atom in residue.atoms()]
+        if in_ligand[indices[0]]:
+            continue
+        if residue.name in WATER_RESIDUE_NAMES:
+            water.extend(indices)
+        elif len(indices) == 1:
+            ions.setdefault(residue.name, []).extend(indices)
+    return np.array(water, dtype=np.int64), ions
 
 
 def _nonbonded_charges(system: openmm.System) -> np.ndarray:
@@ -382,7 +398,7 @@ def _metadata(options, entries, protein_structure, system) -> dict:
         "builder": "mlmm.building.build_system",
         "forcefields": {
             "small_molecule": options["small_molecule_forcefield"],
-            "protein": options["protein_forcefield"],
+            "protein": None if protein_structure is None else options["protein_forcefield"],
             "water": options["water"].ffxml,
         },
         "water_model": options["water"].name,
@@ -421,7 +437,7 @@ class _Stages(contextlib.AbstractContextManager):
     """The build stages as a tqdm bar on stderr (silent when ``progress`` is False)."""
 
     def __init__(self, progress: bool):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         self._bar = tqdm(total=len(STAGES), disable=not progress, file=sys.stderr, unit="stage",
                          bar_format="{desc:<40}{bar:20}| {n_fmt}/{total_fmt} [{elapsed}]")

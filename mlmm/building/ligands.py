@@ -77,19 +77,18 @@ def load_ligand(ligand: Ligand, small_molecule_forcefield: str):
     source, posed = ligand.source, True
     if isinstance(source, Molecule):
         molecule = Molecule(source)
-        if molecule.n_conformers == 0:
-            molecule.generate_conformers(n_conformers=1)
-            posed = False
     elif isinstance(source, (str, os.PathLike)) and _looks_like_path(source):
         molecule = _read_file(Path(source))
     elif isinstance(source, str):
         molecule = _from_smiles(source)
-        posed = False
     else:
         raise InputError(f"ligand {source!r} is not a file path, SMILES string or openff Molecule.")
     molecule.name = ligand.name
     _check_hydrogens(molecule, ligand.name)
     _check_elements(molecule, ligand.name, small_molecule_forcefield)
+    if molecule.n_conformers == 0:
+        molecule.generate_conformers(n_conformers=1)
+        posed = False
     return molecule, posed
 
 
@@ -115,7 +114,25 @@ def _read_file(path: Path):
         raise InputError(
             f"{path} holds {len(molecules)} molecules; give one molecule per file (repeat --ligand for several)."
         )
-    return molecules[0]
+    molecule = molecules[0]
+    in_file = _atoms_in_sdf(path) if path.suffix.lower() != ".mol2" else molecule.n_atoms
+    if molecule.n_atoms > in_file:
+        missing = molecule.n_atoms - in_file
+        what = "has no hydrogens" if missing == sum(a.atomic_number == 1 for a in molecule.atoms) else "lacks hydrogens"
+        raise InputError(
+            f"ligand file {path} {what} ({in_file} atoms in the file, {molecule.n_atoms} with all hydrogens); "
+            "protonate it in the state you intend, with 3D hydrogen positions (e.g. `obabel -h` or RDKit "
+            "Chem.AddHs(mol, addCoords=True)), or give a SMILES with explicit charges."
+        )
+    return molecule
+
+
+def _atoms_in_sdf(path: Path) -> int:
+    """Number of atoms the first record of an SDF/MOL file lists (the toolkit adds missing hydrogens)."""
+    from rdkit import Chem
+
+    record = next(iter(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False, strictParsing=False)))
+    return record.GetNumAtoms()
 
 
 def _read_mol2(path: Path):
@@ -141,27 +158,39 @@ def _from_smiles(smiles: str):
         raise InputError(
             f"ligand {smiles!r} is neither an existing file nor a valid SMILES ({exc}); check the path or the SMILES."
         ) from None
-    molecule.generate_conformers(n_conformers=1)
     return molecule
 
 
 def _stereo_message(what: str, exc) -> str:
-    detail = " ".join(str(exc).split("Undefined")[1:]).strip()
+    detail = " ".join(str(exc).split())
     return (
-        f"{what} has undefined stereochemistry (Undefined {detail}); give a structure with defined "
+        f"{what} has undefined stereochemistry ({detail}); give a structure with defined "
         "stereocentres and double bonds (e.g. an SDF with 3D coordinates or a SMILES with @/@@ and / \\)."
     )
 
 
 def _check_hydrogens(molecule, name: str) -> None:
-    """Refuse molecules whose atoms have unpaired electrons: their hydrogens are missing."""
-    rdmol = molecule.to_rdkit()
-    radicals = [atom.GetIdx() for atom in rdmol.GetAtoms() if atom.GetNumRadicalElectrons() > 0]
-    if radicals:
-        symbols = [f"{rdmol.GetAtomWithIdx(i).GetSymbol()}{i + 1}" for i in radicals[:8]]
+    """Refuse molecules with atoms below their normal valence: their hydrogens are missing.
+
+    An atom of element Z and formal charge q is compared with the valences RDKit allows for
+    the isoelectronic element Z - q (N+ like C: 4; O- like F: 1; C- like N: 3).
+    """
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    unfilled = []
+    for index, atom in enumerate(molecule.atoms):
+        charge = int(atom.formal_charge.m_as("elementary_charge"))
+        if atom.atomic_number - charge < 1:
+            continue
+        valences = list(table.GetValenceList(atom.atomic_number - charge))
+        total = sum(bond.bond_order for bond in atom.bonds)
+        if -1 not in valences and total not in valences and total < max(valences):
+            unfilled.append(f"{atom.symbol}{index + 1}")
+    if unfilled:
         hint = "has no hydrogens" if not any(a.atomic_number == 1 for a in molecule.atoms) else "lacks hydrogens"
         raise InputError(
-            f"ligand {name!r} {hint}: atoms {', '.join(symbols)} have unfilled valences; add explicit hydrogens "
+            f"ligand {name!r} {hint}: atoms {', '.join(unfilled[:8])} have unfilled valences; add explicit hydrogens "
             "with 3D positions (e.g. `obabel -h` or RDKit Chem.AddHs(mol, addCoords=True)) or give a SMILES."
         )
 

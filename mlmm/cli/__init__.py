@@ -14,7 +14,7 @@ import sys
 
 from ..errors import MlmmError
 
-SUBCOMMAND_MODULES = ("build", "models", "run", "bench", "fe")
+SUBCOMMAND_MODULES = ("build", "models", "run", "bench", "fe", "stability")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--add-hydrogens", type=float, metavar="PH", dest="add_hydrogens_ph",
                         help="protonate the protein with PDBFixer at this pH")
     parser.add_argument("--padding", type=float, metavar="NM",
-                        help="minimum distance between the solute and its periodic images (nm, default 1.0)")
+                        help="closest distance between the solute and its periodic images in nm (default 1.0; "
+                             "box edge = solute diameter + padding)")
     parser.add_argument("--box-size", type=float, nargs="+", metavar="NM", help="box edge(s) in nm (1 or 3 values)")
     parser.add_argument("--ionic-strength", type=float, metavar="M", help="NaCl concentration in mol/L (default 0.15)")
     parser.add_argument("--no-neutralize", dest="neutralize", action="store_const", const=False,

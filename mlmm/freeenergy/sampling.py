@@ -14,7 +14,6 @@ thread count.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -60,29 +59,6 @@ class SwitchingWork:
     steps: int
 
 
-_TORCH_PLUGIN_FAILURE = re.compile(r"Error loading library (\S*libOpenMMTorch\w*\.so): ")
-_torch_kernels_loaded = False
-
-
-def _load_torch_kernels() -> None:
-    """Register openmm-torch's kernels when ``openmm`` was imported before ``torch``.
-
-    OpenMM loads its plugins on import; the TorchForce kernel libraries then fail for want
-    of libtorch's CUDA libraries, which only ``import torch`` brings in, and a Context with a
-    TorchForce crashes. Loading the failed libraries again once torch is imported fixes it.
-    """
-    global _torch_kernels_loaded
-    if _torch_kernels_loaded:
-        return
-    import openmmtorch  # noqa: F401  (imports torch)
-
-    for failure in openmm.Platform.getPluginLoadFailures():
-        match = _TORCH_PLUGIN_FAILURE.match(failure)
-        if match and "OpenCL" not in match.group(1):
-            openmm.Platform.loadPluginLibrary(match.group(1))
-    _torch_kernels_loaded = True
-
-
 def create_context(system: openmm.System, integrator: openmm.Integrator, protocol) -> openmm.Context:
     """A Context on ``protocol.platform`` using ``protocol.threads`` CPU threads (and torch threads)."""
     try:
@@ -94,7 +70,6 @@ def create_context(system: openmm.System, integrator: openmm.Integrator, protoco
     if "openmmtorch" in sys.modules:  # a TorchForce can only have been made after this import
         import torch
 
-        _load_torch_kernels()
         torch.set_num_threads(protocol.threads)
     return openmm.Context(system, integrator, platform, properties)
 

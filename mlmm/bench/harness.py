@@ -1,0 +1,402 @@
+"""Benchmark one molecular system: MM, ML/MM every step, ML/MM with MTS, host-copy ML/MM, bare model.
+
+Rows (:data:`ROWS`), all on the same system, platform, thread settings and starting state:
+
+- ``mm``: the MM force field alone, ``LangevinMiddleIntegrator`` at the inner time step;
+- ``torchforce``: ML/MM (:func:`mlmm.embedding.create_mixed_system`, mechanical embedding),
+  the TorchForce and the MM force field every inner step (k = 1);
+- ``mts``: the same System with difference splitting, the ML correction every
+  ``mts_factor`` inner steps (``MTSLangevinIntegrator``, :func:`mlmm.splitting.make_integrator`);
+- ``pythonforce``: the same physics with the ML energy through ``openmm.PythonForce`` and host
+  copies each step (:mod:`mlmm.bench.host_copy`), k = 1;
+- ``model``: the bare region model, energy and forces, outside OpenMM.
+
+The rows are timed in interleaved rounds (every row once per round, ``repeats`` rounds) so a
+change of machine load during the run affects all rows alike; each row reports the median.
+``ms_per_step`` is wall time per *inner* step (2 fs by default) for every dynamics row (for
+``mts`` the outer step's time divided by k) and per call for ``model``; ``ns_per_day``
+follows from it and the inner time step. For ``model`` it is the rate a simulation would
+reach if each inner step cost one model call and nothing else.
+
+Also measured, once per system: the time of one evaluation of each part of the ML/MM System
+(``breakdown``: MM force field, ML TorchForce, MMRegion subtraction), and the agreement of
+the TorchForce and PythonForce paths on energy and forces (``consistency``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.unit as u
+import torch
+
+from .. import forcegroups
+from ..errors import InputError, SimulationError
+from ..molecular_system import MolecularSystem
+from ..splitting import assign_force_groups, make_integrator
+from . import timing
+from .host_copy import create_host_copy_system
+
+#: every row, in the order they are timed and shown
+ROWS = ("mm", "torchforce", "mts", "pythonforce", "model")
+#: rows that run dynamics (the others time a bare model call)
+DYNAMICS_ROWS = ("mm", "torchforce", "mts", "pythonforce")
+#: MTS factor of the ``mts`` row: neither mlmm.splitting nor mlmm.running defines a default k > 1
+DEFAULT_MTS_FACTOR = 4
+#: the systems benchmarked by default, recipes in the repository's systems/ folder
+DEFAULT_SYSTEMS = ("toluene-water", "t4l-toluene")
+SYSTEMS_FOLDER = Path(__file__).resolve().parents[2] / "systems"
+_MS_PER_DAY = 86_400_000.0
+
+
+@dataclass
+class BenchmarkSettings:
+    """What to measure and how. Units: ps, K, 1/ps.
+
+    ``steps`` inner steps per timed block of every dynamics row (MTS: ``steps / mts_factor``
+    outer steps, rounded up), ``steps`` calls per block of the model row; ``repeats`` blocks
+    per row; ``warmup`` inner steps (and model calls) before timing, which also absorb the
+    TorchScript profiling runs. ``threads``: OpenMM CPU threads (None: OpenMM's default, all
+    cores); ``torch_threads``: PyTorch intra-op threads (None: left as they are).
+    """
+
+    steps: int = 50
+    repeats: int = 5
+    warmup: int = 10
+    mts_factor: int = DEFAULT_MTS_FACTOR
+    inner_timestep: float = 0.002
+    temperature: float = 300.0
+    friction: float = 1.0
+    platform: str | None = None  # None: CUDA when present, else CPU
+    threads: int | None = None
+    torch_threads: int | None = None
+    model: str = "aimnet2"
+    region: str = "ligand"
+    rows: tuple[str, ...] = ROWS
+    minimize_iterations: int = 200
+    seed: int = 2024
+
+    def validate(self) -> "BenchmarkSettings":
+        problems = []
+        for name in ("steps", "repeats", "mts_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                problems.append(f"{name} = {value!r} must be an integer >= 1")
+        for name in ("warmup", "minimize_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                problems.append(f"{name} = {value!r} must be an integer >= 0")
+        for name in ("threads", "torch_threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"{name} = {value!r} must be an integer >= 1 or None")
+        unknown = [row for row in self.rows if row not in ROWS]
+        if unknown or not self.rows:
+            problems.append(f"rows {list(self.rows)!r}: choose one or more of {', '.join(ROWS)}")
+        if not self.inner_timestep > 0:
+            problems.append(f"inner_timestep = {self.inner_timestep} ps must be positive")
+        if problems:
+            raise InputError("invalid benchmark settings: " + "; ".join(problems) + ".")
+        return self
+
+    @property
+    def platform_name(self) -> str:
+        if self.platform is not None:
+            return self.platform
+        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+        return "CUDA" if "CUDA" in names else "CPU"
+
+    def platform_properties(self) -> dict[str, str]:
+        name = self.platform_name
+        if name == "CPU" and self.threads is not None:
+            return {"Threads": str(self.threads)}
+        if name in ("CUDA", "OpenCL", "HIP"):
+            return {"Precision": "mixed"}
+        return {}
+
+
+def ns_per_day(ms_per_inner_step: float, inner_timestep_ps: float) -> float:
+    """Simulated ns per day of wall time at ``ms_per_inner_step`` ms per inner step of ``inner_timestep_ps`` ps."""
+    return inner_timestep_ps * 1e-3 * _MS_PER_DAY / ms_per_inner_step
+
+
+def resolve_system(spec: str | Path, progress: bool = False) -> tuple[str, MolecularSystem]:
+    """Name and MolecularSystem of ``spec``: a recipe name in systems/ (``toluene-water``), a recipe file or a saved folder."""
+    from ..running.setup import load_input
+
+    path = Path(spec)
+    recipe = SYSTEMS_FOLDER / f"{spec}.yaml"
+    if not path.exists() and recipe.is_file():
+        from ..building import build_from_recipe
+
+        return str(spec), build_from_recipe(recipe, progress=progress)
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SYSTEMS_FOLDER.glob("*.yaml"))) or "none found"
+        raise InputError(f"system {str(spec)!r} is neither a recipe name in {SYSTEMS_FOLDER} ({known}) nor an existing "
+                         "recipe file or saved system folder (mlmm build).")
+    name = path.stem if path.is_file() else path.name
+    return name, load_input(path)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with ``count`` PyTorch intra-op threads (unchanged when None), then restore them."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class SystemBenchmark:
+    """Everything measured on one system; :meth:`to_dict` is its entry in the JSON report."""
+
+    name: str
+    n_atoms: int
+    region_atoms: int
+    platform: str
+    rows: dict[str, dict] = field(default_factory=dict)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    breakdown_ms_per_evaluation: dict[str, float] = field(default_factory=dict)
+    consistency: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Row:
+    """One dynamics row: its Context and how many integrator steps make one timed block."""
+
+    def __init__(self, context: openmm.Context, steps_per_block: int, inner_steps_per_step: int):
+        self.context = context
+        self.steps_per_block = steps_per_block
+        self.inner_steps_per_step = inner_steps_per_step
+
+    def time_block(self) -> float:
+        """Milliseconds per inner step over one block."""
+        return timing.ms_per_step(self.context, self.steps_per_block) / self.inner_steps_per_step
+
+
+def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSettings, name: str = "system",
+                     progress=None) -> SystemBenchmark:
+    """Time every row of ``settings.rows`` on ``molecular_system`` and return the measurements.
+
+    ``progress`` is an optional tqdm bar; it advances once per timed block.
+    """
+    from ..embedding.mixed import create_mixed_system
+
+    settings.validate()
+    say = progress.set_postfix_str if progress is not None else (lambda text: None)
+    platform = openmm.Platform.getPlatformByName(settings.platform_name)
+    properties = settings.platform_properties()
+    device = "cuda" if platform.getName() == "CUDA" else "cpu"
+    needs_ml = any(row != "mm" for row in settings.rows)
+
+    say("minimizing (MM)")
+    positions = _minimized_positions(molecular_system, platform, properties, settings.minimize_iterations)
+
+    mixed = create_mixed_system(molecular_system, settings.model, settings.region) if needs_ml else None
+    region_atoms = int(len(mixed.region)) if mixed is not None else 0
+    result = SystemBenchmark(name, molecular_system.n_atoms, region_atoms, platform.getName())
+
+    def context(system, mts_factor):
+        integrator = make_integrator(settings.temperature, settings.friction, settings.inner_timestep, mts_factor,
+                                     seed=settings.seed)
+        ctx = openmm.Context(system, integrator, platform, properties)
+        ctx.setPositions(positions)
+        if system.usesPeriodicBoundaryConditions():
+            ctx.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+        ctx.setVelocitiesToTemperature(settings.temperature, settings.seed)
+        return ctx
+
+    k = settings.mts_factor
+    rows: dict[str, _Row] = {}
+    say("creating contexts")
+    for row in settings.rows:
+        if row == "mm":
+            rows[row] = _Row(context(assign_force_groups(copy.deepcopy(molecular_system.system)), 1), settings.steps, 1)
+        elif row == "torchforce":
+            rows[row] = _Row(context(mixed.system, 1), settings.steps, 1)
+        elif row == "mts":
+            rows[row] = _Row(context(mixed.system, k), math.ceil(settings.steps / k), k)
+        elif row == "pythonforce":
+            host_system = create_host_copy_system(
+                create_mixed_system(molecular_system, settings.model, settings.region), device)
+            rows[row] = _Row(context(host_system, 1), settings.steps, 1)
+
+    if "torchforce" in rows and "pythonforce" in rows:
+        say("comparing TorchForce and PythonForce")
+        result.consistency = compare_forces(rows["torchforce"].context, rows["pythonforce"].context)
+
+    region_positions = None
+    if "model" in settings.rows:
+        region_positions = _whole_region_positions(mixed, positions, device)
+        mixed.region_model.to(device)
+
+    say("warming up")
+    for row in rows.values():
+        row.context.getIntegrator().step(max(1, math.ceil(settings.warmup / row.inner_steps_per_step)))
+        timing.finish(row.context)
+    if region_positions is not None:
+        for _ in range(max(settings.warmup, 3)):
+            timing.model_call(mixed.region_model, region_positions)
+
+    samples: dict[str, list[float]] = {row: [] for row in settings.rows}
+    for repeat in range(settings.repeats):
+        for row in settings.rows:
+            say(f"round {repeat + 1}/{settings.repeats}: {row}")
+            if row == "model":
+                samples[row].append(timing.ms_per_model_call(mixed.region_model, region_positions, settings.steps))
+            else:
+                samples[row].append(rows[row].time_block())
+            if progress is not None:
+                progress.update(1)
+
+    for name_, row in rows.items():
+        _check_finite(row.context, name_, result.name)
+    del rows  # free the row Contexts before the breakdown re-groups the mixed System's forces
+
+    for row in settings.rows:
+        value = timing.median(samples[row])
+        entry = {"ms_per_step": value, "ns_per_day": ns_per_day(value, settings.inner_timestep),
+                 "samples_ms_per_step": samples[row]}
+        if row == "mts":
+            entry.update(mts_factor=k, ms_per_outer_step=value * k)
+        if row == "model":
+            entry["ms_per_call"] = value
+        result.rows[row] = entry
+
+    if mixed is not None and "torchforce" in settings.rows and "model" in settings.rows:
+        say("timing the parts of the ML/MM force field")
+        result.breakdown_ms_per_evaluation = _breakdown(mixed, positions, platform, properties, settings)
+    result.ratios = _ratios(result.rows, result.breakdown_ms_per_evaluation)
+    return result
+
+
+def compare_forces(context_a: openmm.Context, context_b: openmm.Context,
+                   groups: int = forcegroups.group_mask(forcegroups.ML_SLOW)) -> dict[str, float]:
+    """Energy (kJ/mol) and force (kJ/mol/nm) differences of the force groups ``groups`` of two Contexts.
+
+    Both are evaluated at ``context_a``'s positions and box; by default only the ML
+    correction (group ``ML_SLOW``) is compared, where the two ML paths differ.
+    """
+    state = context_a.getState(getPositions=True, getEnergy=True, getForces=True, groups=groups)
+    context_b.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+    context_b.setPositions(state.getPositions(asNumpy=True))
+    other = context_b.getState(getEnergy=True, getForces=True, groups=groups)
+    unit = u.kilojoule_per_mole / u.nanometer
+    forces_a = state.getForces(asNumpy=True).value_in_unit(unit)
+    forces_b = other.getForces(asNumpy=True).value_in_unit(unit)
+    energy_a = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    energy_b = other.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    return {
+        "energy_kj_mol": energy_a,
+        "energy_difference_kj_mol": abs(energy_a - energy_b),
+        "max_force_difference_kj_mol_nm": float(np.abs(forces_a - forces_b).max()),
+        "max_force_kj_mol_nm": float(np.abs(forces_a).max()),
+    }
+
+
+def _minimized_positions(molecular_system, platform, properties, iterations: int) -> np.ndarray:
+    """Positions (nm) after at most ``iterations`` steps of MM energy minimization (the built ones if 0)."""
+    if iterations == 0:
+        return molecular_system.positions
+    system = copy.deepcopy(molecular_system.system)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, properties)
+    context.setPositions(molecular_system.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, iterations)
+    return context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+
+
+def _whole_region_positions(mixed, positions: np.ndarray, device: str) -> torch.Tensor:
+    """The region's positions (nm, float64) made whole, as the TorchForce hands them to the model."""
+    from ..torch_geometry import central_atom, make_whole
+
+    region = torch.as_tensor(np.asarray(positions)[mixed.region], dtype=torch.float64)
+    if mixed.molecular_system.is_periodic:
+        anchor = central_atom(torch.as_tensor(mixed.molecular_system.positions[mixed.region]))
+        region = make_whole(region, torch.as_tensor(mixed.molecular_system.box_vectors), anchor)
+    return region.to(device)
+
+
+def _breakdown(mixed, positions, platform, properties, settings) -> dict[str, float]:
+    """Milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce, the MMRegion force.
+
+    The mixed System's TorchForce is moved to a force group of its own for this; it is
+    not used for dynamics afterwards.
+    """
+    from ..embedding.mixed import ML_FORCE_NAME, MM_REGION_FORCE_NAME
+
+    ml_group = max(forcegroups.MM_FAST, forcegroups.ML_SLOW) + 1
+    groups = {"mm": forcegroups.MM_FAST, "ml_torchforce": ml_group, "mm_region": forcegroups.ML_SLOW}
+    for force in mixed.system.getForces():
+        if force.getName() == ML_FORCE_NAME:
+            force.setForceGroup(ml_group)
+    has_region_force = any(f.getName() == MM_REGION_FORCE_NAME for f in mixed.system.getForces())
+    context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), platform, properties)
+    context.setPositions(positions)
+    evaluations = max(3, settings.steps // 5)
+    masks = {"empty": 0, **{name: forcegroups.group_mask(group) for name, group in groups.items()}}
+    if not has_region_force:
+        del masks["mm_region"]
+    for mask in masks.values():
+        timing.ms_per_evaluation(context, mask, 2)  # warm-up
+    samples = {name: [] for name in masks}
+    for _ in range(settings.repeats):
+        for name, mask in masks.items():
+            samples[name].append(timing.ms_per_evaluation(context, mask, evaluations))
+    return {name: timing.median(values) for name, values in samples.items()}
+
+
+def _ratios(rows: dict, breakdown: dict) -> dict[str, float | None]:
+    """Speed ratios from one run; None where a row they need was not measured.
+
+    - ``mts_vs_mm``: ns/day of ``mts`` / ns/day of ``mm`` (target >= 0.5);
+    - ``torchforce_vs_mm``: the same for ML every step;
+    - ``torchforce_vs_pythonforce``: ns/day of ``torchforce`` / ``pythonforce`` (> 1: TorchForce faster);
+    - ``bridge_overhead_fraction``: (torchforce - mm - model) / model, per inner step; it
+      includes the MMRegion subtraction and the thread sharing of torch and OpenMM;
+    - ``torchforce_call_overhead_fraction``: (one TorchForce evaluation - one empty
+      evaluation - one model call) / model call: the cost of the OpenMM-torch bridge itself;
+    - ``mm_region_share_of_slow_group``: MMRegion / (MMRegion + ML TorchForce) per evaluation.
+    """
+    def ms(row):
+        return rows[row]["ms_per_step"] if row in rows else None
+
+    def ratio(a, b):
+        return None if a is None or b is None else a / b
+
+    ratios = {
+        "mts_vs_mm": ratio(ms("mm"), ms("mts")),
+        "torchforce_vs_mm": ratio(ms("mm"), ms("torchforce")),
+        "torchforce_vs_pythonforce": ratio(ms("pythonforce"), ms("torchforce")),
+        "bridge_overhead_fraction": None,
+        "torchforce_call_overhead_fraction": None,
+        "mm_region_share_of_slow_group": None,
+    }
+    if None not in (ms("torchforce"), ms("mm"), ms("model")):
+        ratios["bridge_overhead_fraction"] = (ms("torchforce") - ms("mm") - ms("model")) / ms("model")
+    if breakdown and ms("model") is not None:
+        ratios["torchforce_call_overhead_fraction"] = (
+            breakdown["ml_torchforce"] - breakdown["empty"] - ms("model")) / ms("model")
+        if "mm_region" in breakdown:
+            region = breakdown["mm_region"] - breakdown["empty"]
+            ml = breakdown["ml_torchforce"] - breakdown["empty"]
+            ratios["mm_region_share_of_slow_group"] = region / (region + ml)
+    return ratios
+
+
+def _check_finite(context: openmm.Context, row: str, system: str) -> None:
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    if not math.isfinite(energy):
+        raise SimulationError(f"the {row} row on {system} ended with potential energy {energy}; its timings are "
+                              "meaningless. Use a smaller MTS factor or time step, or minimize longer.")

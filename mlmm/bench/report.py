@@ -1,0 +1,154 @@
+"""The benchmark report: machine description, JSON file, Markdown table and plot.
+
+The JSON document is::
+
+    {"machine": {...}, "settings": {...},
+     "systems": {NAME: {"rows": {ROW: {"ms_per_step": x, "ns_per_day": y, ...}},
+                        "ratios": {"mts_vs_mm": ..., "torchforce_vs_pythonforce": ...,
+                                   "bridge_overhead_fraction": ..., ...},
+                        "breakdown_ms_per_evaluation": {...}, "consistency": {...}, ...}}}
+
+(see :mod:`mlmm.bench.harness` for what each row and ratio means).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform as host_platform
+import time
+from pathlib import Path
+
+from ..atomic_io import write_bytes_atomic, write_text_atomic
+from .harness import ROWS
+
+ROW_LABELS = {
+    "mm": "MM only",
+    "torchforce": "ML/MM, TorchForce every step",
+    "mts": "ML/MM, TorchForce, MTS",
+    "pythonforce": "ML/MM, PythonForce (host copy) every step",
+    "model": "bare model call (energy + forces)",
+}
+
+
+def machine_info(platform_name: str, threads: int | None, torch_threads: int | None) -> dict:
+    """The hardware, load and software versions that the timings depend on."""
+    import openmm
+    import torch
+
+    info = {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_1_5_15_min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "os": f"{host_platform.system()} {host_platform.release()}",
+        "python": host_platform.python_version(),
+        "openmm": openmm.__version__,
+        "torch": torch.__version__,
+        "platform": platform_name,
+        "openmm_cpu_threads": threads if threads is not None else _default_openmm_threads(),
+        "torch_threads": torch_threads if torch_threads is not None else torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    try:
+        import openmmtorch  # noqa: F401
+        from importlib.metadata import version
+
+        info["openmmtorch"] = version("openmmtorch")
+    except Exception:  # the version is informative only
+        info["openmmtorch"] = None
+    if platform_name == "CUDA" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return host_platform.processor() or "unknown"
+
+
+def _default_openmm_threads() -> int:
+    import openmm
+
+    return int(openmm.Platform.getPlatformByName("CPU").getPropertyDefaultValue("Threads"))
+
+
+def write_json(report: dict, path: str | os.PathLike) -> None:
+    """Write the report to ``path`` atomically (indented JSON)."""
+    write_text_atomic(path, json.dumps(report, indent=1) + "\n")
+
+
+def markdown_table(report: dict) -> str:
+    """One Markdown table: ms per inner step and ns/day of each row, and the ratios, per system."""
+    lines = ["| system | row | ms/step | ns/day |", "| --- | --- | ---: | ---: |"]
+    for name, entry in report["systems"].items():
+        for row in ROWS:
+            if row not in entry["rows"]:
+                continue
+            values = entry["rows"][row]
+            ms = f"{values['ms_per_step']:.2f}"
+            if row == "mts":
+                ms += f" ({values['ms_per_outer_step']:.1f} per {values['mts_factor']}-step outer step)"
+            if row == "model":
+                ms += " per call"
+            lines.append(f"| {name} | {row} | {ms} | {values['ns_per_day']:.2f} |")
+    lines += ["", "| system | " + " | ".join(_RATIO_NAMES) + " |", "| --- |" + " ---: |" * len(_RATIO_NAMES)]
+    for name, entry in report["systems"].items():
+        cells = [_format(entry["ratios"].get(key)) for key in _RATIO_NAMES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_RATIO_NAMES = ("mts_vs_mm", "torchforce_vs_mm", "torchforce_vs_pythonforce", "bridge_overhead_fraction",
+                "torchforce_call_overhead_fraction", "mm_region_share_of_slow_group")
+
+
+def _format(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def plot(report: dict, path: str | os.PathLike) -> None:
+    """Bar chart of ns/day per row, one panel per system, logarithmic axis; written atomically.
+
+    The image format follows the suffix of ``path`` (png, pdf, svg, ...).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = report["systems"]
+    fig, axes = plt.subplots(1, len(systems), figsize=(4.8 * len(systems), 4.2), squeeze=False)
+    colours = {"mm": "#4c72b0", "torchforce": "#dd8452", "mts": "#55a868", "pythonforce": "#c44e52",
+               "model": "#8c8c8c"}
+    for axis, (name, entry) in zip(axes[0], systems.items()):
+        rows = [row for row in ROWS if row in entry["rows"]]
+        values = [entry["rows"][row]["ns_per_day"] for row in rows]
+        bars = axis.bar(rows, values, color=[colours[row] for row in rows])
+        if "model" in rows:
+            bars[rows.index("model")].set_hatch("//")
+        axis.set_yscale("log")
+        axis.set_title(f"{name} ({entry['n_atoms']} atoms)")
+        axis.set_ylabel("ns/day")
+        axis.tick_params(axis="x", rotation=30)
+        for bar, value in zip(bars, values):
+            axis.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                          fontsize=8)
+        ratio = entry["ratios"].get("mts_vs_mm")
+        if ratio is not None:
+            axis.text(0.98, 0.98, f"MTS / MM = {ratio:.2f}", transform=axis.transAxes, ha="right", va="top")
+    machine = report["machine"]
+    fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores; model row: one call per "
+                 f"{report['settings']['inner_timestep'] * 1000:g} fs step", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buffer, format=suffix, dpi=120)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())

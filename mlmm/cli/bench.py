@@ -1,0 +1,93 @@
+"""``mlmm bench``: how fast ML/MM runs against MM alone and against the host-copy path.
+
+    mlmm bench                                   # toluene-water and t4l-toluene, full
+    mlmm bench --quick --json bench.json --plot bench.png
+    mlmm bench --systems runs/my-system --rows mm mts --mts 2
+
+Rows: mm (MM only), torchforce (ML/MM every step), mts (ML/MM, ML every k inner steps),
+pythonforce (ML/MM through openmm.PythonForce with host copies), model (bare model call).
+ms/step is per inner step (2 fs) for every dynamics row, per call for the model row.
+Ratios come from one run, with the rows timed in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+
+#: settings of --quick: toluene-water only, few steps and repeats (about a minute on 2 cores)
+QUICK = {"steps": 10, "repeats": 3, "warmup": 3, "minimize_iterations": 50}
+
+
+def register(subparsers) -> None:
+    from ..bench.harness import DEFAULT_MTS_FACTOR, DEFAULT_SYSTEMS, ROWS
+
+    parser = subparsers.add_parser(
+        "bench", help="benchmark ML/MM against MM and the host-copy (PythonForce) path",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--systems", nargs="+", metavar="NAME|PATH",
+                        help=f"recipe names in systems/, recipe files or saved folders (default: "
+                             f"{' '.join(DEFAULT_SYSTEMS)}; with --quick: {DEFAULT_SYSTEMS[0]})")
+    parser.add_argument("--quick", action="store_true",
+                        help="few steps and repeats, toluene-water only unless --systems is given")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="draw ns/day per row and system (png, pdf, svg)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, metavar="ROW", help=f"rows to time (default: all of {', '.join(ROWS)})")
+    parser.add_argument("--steps", type=int, help="inner steps (model: calls) per timed block (default 50; quick 10)")
+    parser.add_argument("--repeats", type=int, help="timed blocks per row; the median is reported (default 5; quick 3)")
+    parser.add_argument("--warmup", type=int, help="inner steps before timing (default 10; quick 3)")
+    parser.add_argument("-k", "--mts", type=int, dest="mts_factor",
+                        help=f"MTS factor of the mts row (default {DEFAULT_MTS_FACTOR})")
+    parser.add_argument("--model", help="ML potential (default aimnet2)")
+    parser.add_argument("--region", help="ML region (default ligand)")
+    parser.add_argument("--platform", help="OpenMM platform (default: CUDA when present, else CPU)")
+    parser.add_argument("--threads", type=int, help="OpenMM CPU platform threads (default: OpenMM's)")
+    parser.add_argument("--torch-threads", type=int, help="PyTorch intra-op threads (default: PyTorch's)")
+    parser.add_argument("--minimize-iterations", type=int, help="MM minimization before timing (default 200; quick 50)")
+    parser.add_argument("--no-progress", action="store_false", dest="progress", help="no progress display")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from ..bench import BenchmarkSettings, markdown_table, plot, run_benchmarks, write_json
+    from ..bench.harness import DEFAULT_SYSTEMS
+
+    _check_plot_suffix(args.plot)
+    options = dict(QUICK) if args.quick else {}
+    for name in ("steps", "repeats", "warmup", "mts_factor", "model", "region", "platform", "threads",
+                 "torch_threads", "minimize_iterations"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.rows:
+        options["rows"] = tuple(dict.fromkeys(args.rows))
+    settings = BenchmarkSettings(**options).validate()
+    systems = args.systems or (DEFAULT_SYSTEMS[:1] if args.quick else DEFAULT_SYSTEMS)
+    report = run_benchmarks(systems, settings, progress=args.progress)
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        plot(report, args.plot)
+    machine = report["machine"]
+    print(f"{machine['cpu']}, {machine['usable_cores']} cores, {machine['platform']}, OpenMM threads "
+          f"{machine['openmm_cpu_threads']}, torch threads {machine['torch_threads']}, load average "
+          f"{machine['load_average_1_5_15_min'][0]:.2f} at start, {machine['load_average_at_end'][0]:.2f} at end",
+          file=sys.stdout)
+    print(markdown_table(report))
+    return 0
+
+
+def _check_plot_suffix(path) -> None:
+    """Refuse an image format matplotlib cannot write before any time is spent."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    supported = Figure().canvas.get_supported_filetypes()
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in supported:
+        raise InputError(f"--plot {path}: unknown image format {suffix!r}; use one of {', '.join(sorted(supported))}.")

@@ -1,0 +1,58 @@
+"""``mlmm stability``: the MTS stability study (see :mod:`mlmm.stability`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "stability", help="MTS stability study: k, inner step, HMR, embeddings",
+        description="Run ML/MM with difference splitting over a grid of MTS factors and inner steps; report "
+                    "stability, temperature, bond-length deviations and NVE drift. Resumes from --json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--systems", nargs="+", default=["systems/toluene-water.yaml"], help="recipes")
+    parser.add_argument("--embeddings", nargs="+", default=["mechanical", "electrostatic"],
+                        choices=["mechanical", "electrostatic"])
+    parser.add_argument("--inner", nargs="+", type=float, default=[1.0, 2.0], help="inner time steps (fs)")
+    parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 3, 4, 6], help="MTS factors")
+    parser.add_argument("--hmr", nargs="+", default=["no", "yes"], choices=["no", "yes"],
+                        help="hydrogen mass repartitioning (3 amu) off/on")
+    parser.add_argument("--equilibration", default="1ps", help="NVT equilibration per configuration (discarded)")
+    parser.add_argument("--nvt-length", default="100ps", help="NVT length per configuration")
+    parser.add_argument("--nve-length", default="10ps", help="NVE length per configuration (drift)")
+    parser.add_argument("--platform", default="CPU")
+    parser.add_argument("--json", required=True, help="results file (resumed if it exists)")
+    parser.add_argument("--markdown", help="write the results table here")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from ..atomic_io import write_text_atomic
+    from ..building import build_from_recipe
+    from ..errors import InputError
+    from ..stability import markdown_table, run_study, study_grid
+    from ..units import parse_time_ps
+
+    for k in args.k:
+        if k < 1:
+            raise InputError(f"--k {k}: MTS factors must be integers >= 1.")
+    for dt in args.inner:
+        if not dt > 0:
+            raise InputError(f"--inner {dt}: inner time steps must be positive (fs).")
+    recipes = {Path(s).stem: s for s in args.systems}
+
+    def build(name, hmr):
+        return build_from_recipe(recipes[name], hydrogen_mass=3.0 if hmr else None, progress=False)
+
+    configs = study_grid(list(recipes), args.embeddings, args.inner, args.k, [h == "yes" for h in args.hmr])
+    results = run_study(configs, build, args.json, parse_time_ps(args.nvt_length, "--nvt-length"),
+                        parse_time_ps(args.nve_length, "--nve-length"), platform=args.platform,
+                        equilibration_ps=parse_time_ps(args.equilibration, "--equilibration"))
+    table = markdown_table(results)
+    print(table)
+    if args.markdown:
+        write_text_atomic(args.markdown, table)
+    return 0

@@ -1,0 +1,118 @@
+"""``mlmm bench``: a tiny run writes a well-formed report and plot; the two ML paths agree.
+
+Speed itself is never asserted here: it is what ``mlmm bench`` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import openmm
+import openmm.unit as u
+import pytest
+
+from mlmm import InputError, MolecularSystem
+from mlmm.bench import BenchmarkSettings, compare_forces, create_host_copy_system, ns_per_day
+from mlmm.bench.harness import ROWS
+from mlmm.cli import main
+from mlmm.embedding import LAMBDA_ML
+from mlmm.embedding.mixed import create_mixed_system
+from mlmm.forcegroups import ML_SLOW, group_mask
+
+RATIOS = ("mts_vs_mm", "torchforce_vs_mm", "torchforce_vs_pythonforce", "bridge_overhead_fraction",
+          "torchforce_call_overhead_fraction", "mm_region_share_of_slow_group")
+
+
+@pytest.fixture(scope="module")
+def tiny_report(toluene_water_dir, tmp_path_factory):
+    """A run of every row on toluene-water with 2 steps per block and 2 blocks."""
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", "--systems", str(toluene_water_dir), "--steps", "4", "--repeats", "2", "--warmup", "1",
+            "--minimize-iterations", "10", "--threads", "1", "--torch-threads", "1", "--no-progress",
+            "--json", str(out / "bench.json"), "--plot", str(out / "bench.png")]
+    assert main(argv) == 0
+    return out, json.loads((out / "bench.json").read_text())
+
+
+def test_report_is_well_formed(tiny_report):
+    out, report = tiny_report
+    assert set(report) == {"machine", "settings", "systems"}
+    assert report["machine"]["openmm_cpu_threads"] == 1 and report["machine"]["torch_threads"] == 1
+    (entry,) = report["systems"].values()
+    assert entry["n_atoms"] > entry["region_atoms"] == 15
+    assert list(entry["rows"]) == list(ROWS)
+    dt = report["settings"]["inner_timestep"]
+    for row, values in entry["rows"].items():
+        assert values["ms_per_step"] > 0 and math.isfinite(values["ms_per_step"]), row
+        assert values["ns_per_day"] == pytest.approx(ns_per_day(values["ms_per_step"], dt)), row
+        assert values["ms_per_step"] == pytest.approx(float(np.median(values["samples_ms_per_step"]))), row
+        assert len(values["samples_ms_per_step"]) == 2
+    assert entry["rows"]["mts"]["ms_per_outer_step"] == pytest.approx(4 * entry["rows"]["mts"]["ms_per_step"])
+    rows, ratios = entry["rows"], entry["ratios"]
+    assert set(ratios) == set(RATIOS) and all(ratios[name] is not None for name in RATIOS)
+    assert ratios["mts_vs_mm"] == pytest.approx(rows["mts"]["ns_per_day"] / rows["mm"]["ns_per_day"])
+    assert ratios["torchforce_vs_pythonforce"] == pytest.approx(
+        rows["torchforce"]["ns_per_day"] / rows["pythonforce"]["ns_per_day"])
+    assert ratios["bridge_overhead_fraction"] == pytest.approx(
+        (rows["torchforce"]["ms_per_step"] - rows["mm"]["ms_per_step"] - rows["model"]["ms_per_step"])
+        / rows["model"]["ms_per_step"])
+    assert 0 < ratios["mm_region_share_of_slow_group"] < 1
+    assert set(entry["breakdown_ms_per_evaluation"]) == {"empty", "mm", "ml_torchforce", "mm_region"}
+    png = (out / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_report_paths_agree(tiny_report):
+    """The consistency check inside the run: TorchForce and PythonForce give the same ML correction."""
+    _, report = tiny_report
+    (entry,) = report["systems"].values()
+    check = entry["consistency"]
+    assert check["max_force_kj_mol_nm"] > 100  # a real force field was compared, not zeros
+    assert check["energy_difference_kj_mol"] < 1e-3
+    assert check["max_force_difference_kj_mol_nm"] < 1e-2
+
+
+def test_host_copy_matches_torchforce_across_the_box_edge(toluene_water_dir):
+    """Same slow-group energy and forces from both paths, with the ligand's atoms in different periodic
+    images (each path must make it whole) and at lambda_ml = 0.6 (Reference platform)."""
+    molecular_system = MolecularSystem.load(toluene_water_dir)
+    torch_mixed = create_mixed_system(molecular_system)
+    host_system = create_host_copy_system(create_mixed_system(molecular_system))
+    assert not any(f.getName() == "MLRegion" for f in host_system.getForces())
+    platform = openmm.Platform.getPlatformByName("Reference")
+    contexts = [openmm.Context(system, openmm.VerletIntegrator(0.001), platform)
+                for system in (torch_mixed.system, host_system)]
+    box = molecular_system.box_vectors
+    positions = molecular_system.positions.copy()
+    region = torch_mixed.region
+    positions[region[::2]] += box[0] + box[2]  # every other ligand atom to an image: the molecule looks broken
+    for context in contexts:
+        context.setPositions(positions)
+        context.setParameter(LAMBDA_ML, 0.6)
+    result = compare_forces(*contexts, groups=group_mask(ML_SLOW))
+    assert result["energy_difference_kj_mol"] < 1e-3
+    assert result["max_force_difference_kj_mol_nm"] < 1e-2 * max(1.0, result["max_force_kj_mol_nm"] / 1e3)
+
+
+def test_ns_per_day():
+    # 2 fs per 1 ms: 2e-6 ns per step, 8.64e7 steps a day
+    assert ns_per_day(1.0, 0.002) == pytest.approx(172.8)
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"steps": 0}, "steps = 0"), ({"repeats": 2.5}, "repeats = 2.5"), ({"rows": ("mm", "fast")}, "rows"),
+    ({"threads": 0}, "threads = 0"), ({"inner_timestep": -0.002}, "inner_timestep = -0.002"),
+])
+def test_bad_settings_are_refused(options, named):
+    with pytest.raises(InputError, match=named.replace(".", r"\.").replace("(", r"\(")):
+        BenchmarkSettings(**options).validate()
+
+
+def test_cli_refuses_bad_input_before_working(tmp_path, capsys):
+    assert main(["bench", "--systems", "no-such-system", "--no-progress"]) == 2
+    assert "no-such-system" in capsys.readouterr().err
+    assert main(["bench", "--plot", str(tmp_path / "bench.xyz"), "--no-progress"]) == 2
+    assert "xyz" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,157 @@
+"""Free-energy estimators against exact answers, and serial vs Dask reproducibility.
+
+- Switching N particles between two harmonic wells, U = k(lambda)/2 |r - r0|^2 with
+  k(lambda) = k0 + lambda (k1 - k0) (a CustomExternalForce on LAMBDA_ML), has the exact
+  dG = (3N/2) kT ln(k1/k0); MBAR and the switching estimators must find it within their
+  stated uncertainty.
+- MM to the same MM through a non-trivial path (a tether whose strength
+  lambda (1 - lambda) k vanishes at both ends, on a real OpenFF molecule) has dG = 0.
+- The same legs computed serially and on a Dask LocalCluster give identical numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlmm  # noqa: F401  (imports torch before openmm)
+import openmm
+
+from mlmm.embedding import LAMBDA_ML
+from mlmm.freeenergy import (
+    Leg, Protocol, SerializedSystem, decoupling_leg, endstate_states, neq_analysis, run_legs,
+)
+
+N_PARTICLES, K0, K1 = 4, 100.0, 400.0  # kJ/mol/nm^2
+
+
+def harmonic_system(energy: str, n_particles: int = N_PARTICLES) -> tuple[openmm.System, np.ndarray]:
+    """Free particles (12 amu) each tethered to its own anchor by a LAMBDA_ML-dependent well."""
+    anchors = np.random.default_rng(7).uniform(0.0, 1.0, (n_particles, 3))
+    force = openmm.CustomExternalForce(f"{energy}*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    force.addGlobalParameter(LAMBDA_ML, 0.0)
+    for name in ("x0", "y0", "z0"):
+        force.addPerParticleParameter(name)
+    system = openmm.System()
+    for i in range(n_particles):
+        system.addParticle(12.0)
+        force.addParticle(i, anchors[i].tolist())
+    system.addForce(force)
+    return system, anchors
+
+
+HARMONIC_PROTOCOL = Protocol.preset("smoke").replace(
+    minimization_steps=0, equilibration_steps=500, samples_per_window=200, steps_per_sample=50, friction=5.0,
+    endstate_lambdas=(0.0, 0.25, 0.5, 0.75, 1.0), neq_switches=50, neq_steps=1500, seed=11,
+)
+
+
+@pytest.fixture(scope="module")
+def harmonic_leg():
+    system, anchors = harmonic_system(f"0.5*({K0} + {LAMBDA_ML}*({K1 - K0}))")
+    return Leg("harmonic", SerializedSystem.from_system(system), anchors, None,
+               endstate_states(HARMONIC_PROTOCOL.endstate_lambdas))
+
+
+@pytest.fixture(scope="module")
+def harmonic_result(harmonic_leg):
+    return run_legs([harmonic_leg], HARMONIC_PROTOCOL, neq=True, progress=False)["harmonic"]
+
+
+def exact_harmonic_dG(kT: float) -> float:
+    return 1.5 * N_PARTICLES * kT * np.log(K1 / K0)
+
+
+def test_mbar_finds_the_exact_harmonic_free_energy(harmonic_result):
+    exact = exact_harmonic_dG(HARMONIC_PROTOCOL.kT)
+    mbar = harmonic_result.mbar
+    assert 0.2 < mbar.dG_error < 3.0
+    assert abs(mbar.dG - exact) < 3 * mbar.dG_error, (mbar.dG, mbar.dG_error, exact)
+    # the diagnostics describe the data: a K x K stochastic overlap matrix, states in order
+    assert mbar.overlap.shape == (5, 5)
+    np.testing.assert_allclose(mbar.overlap.sum(axis=1), 1.0, atol=1e-8)
+    assert mbar.min_neighbour_overlap > 0.03
+    assert [label["lambda_ml"] for label in mbar.state_labels] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert mbar.state_dG[0] == 0.0 and mbar.state_dG[-1] == pytest.approx(mbar.dG)
+    # convergence curves: forward and reverse end at the full-data estimate, within noise
+    conv = mbar.convergence
+    assert len(conv["forward"]) == len(conv["reverse"]) == len(conv["fractions"])
+    assert conv["forward"][-1] == pytest.approx(mbar.dG, abs=1e-6)
+    assert conv["reverse"][-1] == pytest.approx(mbar.dG, abs=1e-6)
+    assert mbar.converged
+    assert np.all(mbar.statistical_inefficiency >= 1.0)
+    # a CustomExternalForce reports no dU/dlambda, so there is no TI estimate
+    assert mbar.dudl_mean is None and mbar.ti_dG is None
+
+
+def test_switching_estimators_find_the_exact_harmonic_free_energy(harmonic_result):
+    exact = exact_harmonic_dG(HARMONIC_PROTOCOL.kT)
+    neq = harmonic_result.neq
+    assert len(neq.forward_work) == len(neq.reverse_work) == HARMONIC_PROTOCOL.neq_switches
+    # second law: mean work dissipates, <W_F> >= dG >= -<W_R>
+    assert neq.forward_work.mean() > exact - 1.0 > -neq.reverse_work.mean() - 2.0
+    assert abs(neq.bar["value"] - exact) < 3 * neq.bar["error"], (neq.bar, exact)
+    # one-sided Jarzynski estimates are biased at finite sample size; they stay within 4 sigma + 1 kT
+    for estimate in (neq.jarzynski_forward, neq.jarzynski_reverse):
+        assert abs(estimate["value"] - exact) < 4 * estimate["error"] + HARMONIC_PROTOCOL.kT, (estimate, exact)
+
+
+def test_neq_estimators_on_gaussian_work_with_known_answer():
+    """Gaussian work with variance s^2 (kT): Crooks gives dG = <W_F> - s^2/2 exactly."""
+    rng = np.random.default_rng(3)
+    kT, dG, sigma = 2.5, 7.0, 1.0  # kJ/mol; sigma in kT
+    mean_forward = dG / kT + sigma**2 / 2
+    w_f = rng.normal(mean_forward, sigma, 4000)
+    w_r = rng.normal(-dG / kT + sigma**2 / 2, sigma, 4000)
+    result = neq_analysis(w_f, w_r, kT)
+    for estimate in (result.bar, result.jarzynski_forward, result.jarzynski_reverse):
+        assert abs(estimate["value"] - dG) < 4 * estimate["error"], estimate
+    # a constant offset in the work (ML and MM energy zeros) moves every estimate by exactly that offset
+    shifted = neq_analysis(w_f + 1e5, w_r - 1e5, kT)
+    assert shifted.bar["value"] == pytest.approx(result.bar["value"] + 1e5 * kT, abs=1e-6)
+    assert shifted.jarzynski_forward["value"] == pytest.approx(result.jarzynski_forward["value"] + 1e5 * kT, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tethered_vacuum_leg(toluene_vacuum):
+    """Toluene (MM, vacuum) plus a tether lambda (1 - lambda) k |r - r_start|^2: same MM at both ends."""
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(toluene_vacuum.system))
+    tether = openmm.CustomExternalForce(f"{LAMBDA_ML}*(1-{LAMBDA_ML})*2000*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    tether.addGlobalParameter(LAMBDA_ML, 0.0)
+    for name in ("x0", "y0", "z0"):
+        tether.addPerParticleParameter(name)
+    for i, position in enumerate(toluene_vacuum.positions):
+        tether.addParticle(i, position.tolist())
+    system.addForce(tether)
+    return Leg("mm-to-mm", SerializedSystem.from_system(system), toluene_vacuum.positions, None,
+               endstate_states((0.0, 0.25, 0.5, 0.75, 1.0)))
+
+
+def test_mm_to_the_same_mm_gives_zero(tethered_vacuum_leg):
+    protocol = Protocol.preset("smoke").replace(equilibration_steps=200, samples_per_window=100, steps_per_sample=20,
+                                                neq_switches=20, neq_steps=100, seed=5)
+    result = run_legs([tethered_vacuum_leg], protocol, neq=True, progress=False)["mm-to-mm"]
+    assert result.mbar.dG_error > 0.01  # the path is not trivial: intermediate states differ
+    assert abs(result.mbar.state_dG[2]) > 3 * result.mbar.state_dG_error[2]
+    assert abs(result.mbar.dG) < 3 * result.mbar.dG_error, (result.mbar.dG, result.mbar.dG_error)
+    assert abs(result.neq.bar["value"]) < 3 * result.neq.bar["error"], result.neq.bar
+
+
+def test_serial_and_dask_runs_are_identical(harmonic_leg, toluene_vacuum):
+    """Same legs, serial and on a two-process LocalCluster: bitwise equal results.
+
+    (Non-periodic systems on the CPU platform and everything on Reference are bitwise
+    reproducible; periodic PME on the CPU platform is not, even run to run.)
+    """
+    protocol = Protocol.preset("smoke").replace(samples_per_window=10, steps_per_sample=10, equilibration_steps=20,
+                                                minimization_steps=20, neq_switches=3, neq_steps=10, seed=99)
+    legs = [harmonic_leg, decoupling_leg(toluene_vacuum, protocol, name="toluene-vacuum-decoupling")]
+    serial = run_legs(legs, protocol, scheduler="serial", neq=True, progress=False)
+    distributed = run_legs(legs, protocol, scheduler="local", workers=2, neq=True, progress=False)
+    for name in serial:
+        assert serial[name].dG == distributed[name].dG
+        np.testing.assert_array_equal(serial[name].mbar.overlap, distributed[name].mbar.overlap)
+    np.testing.assert_array_equal(serial["harmonic"].neq.forward_work, distributed["harmonic"].neq.forward_work)
+    # and a different seed gives different samples
+    other = run_legs(legs[:1], protocol.replace(seed=100), neq=False, progress=False)
+    assert other["harmonic"].dG != serial["harmonic"].dG

