@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import forcegroups
 from .errors import InputError
-from .torch_geometry import make_whole
+from .torch_geometry import central_atom, make_whole
 
 
 class MLRegionForce(torch.nn.Module):
@@ -183,9 +183,9 @@ def add_ml_potential(
     periodic = system.usesPeriodicBoundaryConditions() if periodic is None else bool(periodic)
     anchor = 0
     if positions is not None:
-        from .torch_geometry import central_atom
+        from openmm import unit
+
         from .units import array_in
-        import openmm.unit as unit
 
         all_positions = array_in(positions, unit.nanometer, "positions")
         if all_positions.shape != (n_atoms, 3):

@@ -6,7 +6,8 @@ A :class:`MolecularSystem` holds the topology, the positions (nm), the OpenMM ``
 region follows. It saves to a folder that reloads without re-parametrizing::
 
     folder/system.xml      the serialized MM System
-    folder/topology.pdb    topology and positions (topology.cif above 99,999 atoms)
+    folder/topology.pdb    topology and positions (topology.cif when PDB columns cannot hold the
+                           atom count, residue ids or chain ids)
     folder/metadata.json   regions, formal charges, molecules, force fields, build options
 """
 
@@ -108,7 +109,7 @@ class MolecularSystem:
         folder = Path(folder)
         with atomic_directory(folder, overwrite=overwrite) as tmp:
             (tmp / SYSTEM_FILE).write_text(openmm.XmlSerializer.serialize(self.system))
-            topology_file = "topology.cif" if self.n_atoms > 99_999 else "topology.pdb"
+            topology_file = "topology.pdb" if self._fits_pdb_format() else "topology.cif"
             writer = app.PDBxFile if topology_file.endswith(".cif") else app.PDBFile
             with open(tmp / topology_file, "w") as handle:
                 writer.writeFile(self.topology, self.positions_quantity(), handle, keepIds=True)
@@ -123,6 +124,12 @@ class MolecularSystem:
             }
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
         return folder
+
+    def _fits_pdb_format(self) -> bool:
+        """PDB columns hold at most 99,999 atoms, 4-character residue ids and 1-character chain ids."""
+        return self.n_atoms <= 99_999 and all(
+            len(residue.id) <= 4 and len(residue.chain.id) <= 1 for residue in self.topology.residues()
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> "MolecularSystem":

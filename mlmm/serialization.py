@@ -39,7 +39,7 @@ FORMAT_VERSION = 1
 
 
 def _torch_force_class():
-    import torch  # noqa: F401  (loads libtorch before openmmtorch's extension)
+    import torch  # noqa: F401, I001  (libtorch must be loaded before openmmtorch's extension)
     import openmmtorch
 
     return openmmtorch.TorchForce

@@ -78,7 +78,7 @@ def region_free_bonds(molecular_system, region: np.ndarray, system: openmm.Syste
 
 def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_ps: float,
                       model: str = "aimnet2", platform: str = "CPU", report_ps: float = 0.1,
-                      seed: int = 2024, equilibration_ps: float = 1.0) -> dict:
+                      seed: int = 2024, equilibration_ps: float = 1.0, minimize_iterations: int = 500) -> dict:
     """Run one configuration and return its metrics (see the module docstring).
 
     After minimization, ``equilibration_ps`` of NVT with the same integrator is run and
@@ -103,7 +103,7 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
     integrator = make_integrator(TEMPERATURE_K, 1.0, inner_ps, config.k, "nvt", seed)
     context = openmm.Context(system, integrator, platform_object)
     context.setPositions(molecular_system.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 500)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, minimize_iterations)
     context.setVelocitiesToTemperature(TEMPERATURE_K, seed)
 
     temperatures, lengths = [], []

@@ -120,8 +120,8 @@ class MACEOFFPlugin(PotentialPlugin):
         model = _load_model(size, options.get("weights")).to(DTYPES[dtype_name])
         model.requires_grad_(False)
         model.eval()
-        table = set(int(z) for z in model.atomic_numbers.tolist())
-        missing = sorted(set(int(z) for z in atomic_numbers) - table)
+        table = {int(z) for z in model.atomic_numbers.tolist()}
+        missing = sorted({int(z) for z in atomic_numbers} - table)
         if missing:
             raise InputError(f"this MACE model does not cover atomic number(s) {missing}; it covers {sorted(table)}.")
         region = MACERegionModel(jit.compile(model), atomic_numbers, DTYPES[dtype_name])

@@ -38,6 +38,12 @@ def test_unparseable_sdf(tmp_path):
     assert "broken.sdf" in message and "valid SDF" in message
 
 
+def test_ligand_file_in_an_unread_format(tmp_path):
+    path = tmp_path / "toluene.pdb"
+    path.write_text(Path(get_data_file_path("molecules/toluene.pdb")).read_text())
+    _build_fails(r"format \.pdb, which is not read; give an SDF, MOL or MOL2", [str(path)], solvent=False)
+
+
 def test_text_that_is_neither_file_nor_smiles():
     _build_fails("neither an existing file nor a valid SMILES", ["c1ccccc1XX"], solvent=False)
 
@@ -74,7 +80,8 @@ def test_protein_without_hydrogens_and_no_add_hydrogens():
 
 def test_protein_with_some_hydrogens_missing(tmp_path):
     lines = Path(DIPEPTIDE_PDB).read_text().splitlines()
-    dropped = [line for line in lines if not (line.startswith("ATOM") and line[12:16].strip() == "HA" and line[22:26].strip() == "2")]
+    dropped = [line for line in lines
+               if not (line.startswith("ATOM") and line[12:16].strip() == "HA" and line[22:26].strip() == "2")]
     assert len(dropped) == len(lines) - 1
     path = tmp_path / "missing_ha.pdb"
     path.write_text("\n".join(dropped) + "\n")
@@ -110,7 +117,8 @@ def test_unknown_small_molecule_forcefield():
 
 
 def test_unknown_protein_forcefield_and_water_model():
-    _build_fails("unknown protein force field 'amber/ff99nope.xml'", [TOLUENE_SDF], protein_forcefield="amber/ff99nope.xml")
+    _build_fails("unknown protein force field 'amber/ff99nope.xml'", [TOLUENE_SDF],
+                 protein_forcefield="amber/ff99nope.xml")
     _build_fails("unknown water model 'spc'.*tip3p, opc, tip4pew", [TOLUENE_SDF], water_model="spc")
 
 

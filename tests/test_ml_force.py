@@ -217,7 +217,7 @@ def contexts(model_case, layout):
 @pytest.mark.parametrize("model_case", ALL_MODELS, indirect=True)
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 def test_torch_force_matches_direct_model_call(model_case, contexts, layout, toluene, platform):
-    name, _, reference = model_case
+    _, _, reference = model_case
     indices, positions = layout
     energy, forces = _evaluate(contexts[platform], positions)
     ref_energy, ref_forces = reference(toluene[0], positions[indices])
@@ -266,7 +266,7 @@ def test_invariant_under_translation_rotation_and_wrapping(model_case, contexts,
     indices, positions = layout
     context = contexts["Reference"]
     energy, forces = _evaluate(context, positions)
-    force_tolerance = dict(rtol=1e-3, atol=1e-3 * np.abs(forces).max())
+    force_tolerance = {"rtol": 1e-3, "atol": 1e-3 * np.abs(forces).max()}
 
     shifted = positions.copy()
     shifted[indices] += np.array([0.37, -0.81, 1.23])
@@ -371,7 +371,7 @@ def test_torch_force_as_collective_variable_of_custom_cv_force(tmp_path):
         print("CV-OK")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     if result.returncode == -11 and openmm.__version__.startswith("8.6"):
         pytest.skip(
             "known crash: the openmmtorch 1.5 wheel was built against OpenMM <= 8.5's SerializationNode; "

@@ -27,7 +27,7 @@ def molecules():
     result = {}
     for name, molecule in (("toluene", toluene), ("acetate", acetate)):
         numbers = [atom.atomic_number for atom in molecule.atoms]
-        charge = int(round(molecule.total_charge.m_as("elementary_charge")))
+        charge = round(molecule.total_charge.m_as("elementary_charge"))
         result[name] = (numbers, molecule.conformers[0].m_as("nanometer"), charge)
     return result
 

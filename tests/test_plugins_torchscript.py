@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 import pytest
 import torch
@@ -38,7 +36,7 @@ class Rescaled(torch.nn.Module):
         self.energy_factor = energy_factor
         self.length_factor = length_factor
 
-    def forward(self, positions: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"energy": self.inner(positions * self.length_factor)["energy"] * self.energy_factor}
 
 
@@ -48,12 +46,12 @@ class WrongSignature(torch.nn.Module):
 
 
 class DetachedEnergy(torch.nn.Module):
-    def forward(self, positions: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"energy": (positions.detach() ** 2).sum()}
 
 
 class NotFinite(torch.nn.Module):
-    def forward(self, positions: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"energy": (positions**2).sum() / 0.0}
 
 

@@ -194,7 +194,7 @@ def test_custom_cv_force_round_trip_energies_in_a_context(tmp_path):
         print("ROUND-TRIP-OK", before[0])
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     if result.returncode == -11 and openmm.__version__.startswith("8.6"):
         pytest.skip("known crash of a Context with a TorchForce inside a CustomCVForce on OpenMM 8.6 + openmmtorch 1.5")
     assert result.returncode == 0 and "ROUND-TRIP-OK" in result.stdout, result.stderr[-2000:]

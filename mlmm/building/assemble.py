@@ -30,7 +30,8 @@ from .protein import WATER_RESIDUE_NAMES, load_protein
 CLASH_DISTANCE_NM = 0.12
 #: gap (nm) left between a ligand with a generated conformer and the molecules placed before it
 SEPARATION_NM = 0.5
-STAGES = ("checking options and force fields", "ligands", "protein", "placing", "solvating", "parametrizing", "checking charges")
+STAGES = ("checking options and force fields", "ligands", "protein", "placing", "solvating", "parametrizing",
+          "checking charges")
 
 
 def build_system(
@@ -243,15 +244,16 @@ def _check_clashes(modeller: app.Modeller, pieces: dict) -> None:
     others = [pieces["protein"]] if pieces["protein"].size else []
     for ligand_atoms in pieces["ligands"]:
         for other in others:
-            distances = np.linalg.norm(positions[ligand_atoms, None, :] - positions[None, other, :], axis=-1)
-            i, j = np.unravel_index(np.argmin(distances), distances.shape)
-            if distances[i, j] < CLASH_DISTANCE_NM:
-                a, b = atoms[ligand_atoms[i]], atoms[other[j]]
-                raise InputError(
-                    f"ligand {a.residue.name} atom {a.name} clashes with residue {b.residue.name} {b.residue.id} atom {b.name} "
-                    f"({distances[i, j]:.3f} nm apart, less than {CLASH_DISTANCE_NM} nm); check that the ligand is "
-                    "posed in the protein's coordinate frame, or dock it again."
-                )
+            for i in ligand_atoms:  # one row at a time: memory stays O(protein atoms)
+                distances = np.linalg.norm(positions[other] - positions[i], axis=1)
+                j = int(np.argmin(distances))
+                if distances[j] < CLASH_DISTANCE_NM:
+                    a, b = atoms[i], atoms[other[j]]
+                    raise InputError(
+                        f"ligand {a.residue.name} atom {a.name} clashes with residue {b.residue.name} "
+                        f"{b.residue.id} atom {b.name} ({distances[j]:.3f} nm apart, less than {CLASH_DISTANCE_NM} "
+                        "nm); check that the ligand is posed in the protein's coordinate frame, or dock it again."
+                    )
         others.append(ligand_atoms)
 
 
@@ -264,7 +266,7 @@ def _system_generator(options: dict, molecules: list, with_protein: bool):
     if options["hydrogen_mass"] is not None:
         forcefield_kwargs["hydrogenMass"] = options["hydrogen_mass"] * u.amu
     return SystemGenerator(
-        forcefields=[options["protein_forcefield"], options["water"].ffxml] if with_protein else [options["water"].ffxml],
+        forcefields=([options["protein_forcefield"]] if with_protein else []) + [options["water"].ffxml],
         small_molecule_forcefield=options["small_molecule_forcefield"],
         molecules=molecules,
         forcefield_kwargs=forcefield_kwargs,
@@ -288,7 +290,8 @@ def _add_solvent_or_box(modeller: app.Modeller, generator, options: dict) -> Non
         kwargs = {"boxSize": openmm.Vec3(*box) * u.nanometer} if box is not None else {
             "padding": options["padding"] * u.nanometer}
         modeller.addSolvent(
-            generator.forcefield, model=options["water"].modeller_model, ionicStrength=options["ionic_strength"] * u.molar,
+            generator.forcefield, model=options["water"].modeller_model,
+            ionicStrength=options["ionic_strength"] * u.molar,
             neutralize=options["neutralize"], positiveIon="Na+", negativeIon="Cl-", **kwargs,
         )
     elif box is not None:

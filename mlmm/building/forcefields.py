@@ -63,9 +63,8 @@ def check_small_molecule_forcefield(name: str) -> str:
 
 
 def check_protein_forcefield(name: str) -> str:
-    """Return ``name`` if OpenMM can load it as a force-field file (e.g. ``amber/ff14SB.xml``)."""
-    import openmmforcefields  # noqa: F401  (registers its ffxml folder with OpenMM)
-
+    """Return ``name`` if OpenMM can load it as a force-field file (e.g. ``amber/ff14SB.xml``;
+    openmmforcefields' files are found through OpenMM's force-field folder entry point)."""
     try:
         app.ForceField(name)
     except (ValueError, OSError) as exc:
@@ -86,7 +85,9 @@ def check_water_model(name: str) -> WaterModel:
 def check_charge_method(name: str) -> str:
     method = str(name).lower().replace("-", "")
     if method not in CHARGE_METHODS:
-        raise InputError(f"unknown charge method {name!r}; use 'nagl' (offline, default) or 'am1bcc' (needs AmberTools).")
+        raise InputError(
+            f"unknown charge method {name!r}; use 'nagl' (offline, default) or 'am1bcc' (needs AmberTools)."
+        )
     if method == "am1bcc" and shutil.which("sqm") is None:
         raise InputError(
             "charge method 'am1bcc' needs AmberTools' sqm, which is not installed; use 'nagl' "

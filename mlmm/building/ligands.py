@@ -98,6 +98,11 @@ def _read_file(path: Path):
 
     if not path.is_file():
         raise InputError(f"ligand file {path} does not exist; check the path (or give a SMILES string).")
+    if path.suffix.lower() not in FILE_SUFFIXES:
+        raise InputError(
+            f"ligand file {path} has format {path.suffix or '(none)'}, which is not read; give an SDF, MOL or MOL2 "
+            "file with all hydrogens, or a SMILES string."
+        )
     try:
         if path.suffix.lower() == ".mol2":
             molecules = [_read_mol2(path)]

@@ -34,7 +34,8 @@ class ProteinStructure:
 def load_protein(path, add_hydrogens_ph: float | None = None) -> ProteinStructure:
     """Read ``path`` (PDB or PDBx/mmCIF). With ``add_hydrogens_ph``, PDBFixer first adds missing
     heavy atoms and the hydrogens of the protonation states at that pH; heterogens other than
-    water and ACE/NME caps are removed (missing loops are not modelled). Without it the file must already carry its hydrogens."""
+    water and ACE/NME caps are removed (missing loops are not modelled). Without it the file
+    must already carry its hydrogens."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"protein file {path} does not exist; check the path.")

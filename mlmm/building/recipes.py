@@ -69,7 +69,9 @@ def _read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise InputError(f"recipe {path} does not exist; give the path of a YAML recipe such as systems/toluene-water.yaml.")
+        raise InputError(
+            f"recipe {path} does not exist; give the path of a YAML recipe such as systems/toluene-water.yaml."
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

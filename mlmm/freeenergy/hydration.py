@@ -219,6 +219,7 @@ def hydration_free_energies(
     embeddings = [] if model is None else ([embeddings] if isinstance(embeddings, str) else list(embeddings))
     options = {"ionic_strength": 0.0, **(build_options or {})}
     n_decoupling = len(protocol.electrostatics_lambdas) + len(protocol.sterics_lambdas) - 1
+    n_vacuum = len(protocol.electrostatics_lambdas)  # the solute alone: no sterics to decouple (see decoupling_leg)
     n_endstate = len(protocol.endstate_lambdas)
 
     plan = []  # (entry, leg name, delayed leg, graph)
@@ -229,7 +230,7 @@ def hydration_free_energies(
         }
         legs = {
             SOLVENT_DECOUPLING: (dask.delayed(decoupling_leg)(systems["solvent"], protocol, name=SOLVENT_DECOUPLING), n_decoupling),
-            VACUUM_DECOUPLING: (dask.delayed(decoupling_leg)(systems["vacuum"], protocol, name=VACUUM_DECOUPLING), n_decoupling),
+            VACUUM_DECOUPLING: (dask.delayed(decoupling_leg)(systems["vacuum"], protocol, name=VACUUM_DECOUPLING), n_vacuum),
         }
         if model is not None:
             legs[VACUUM_ENDSTATE] = (dask.delayed(endstate_leg)(

@@ -61,7 +61,7 @@ class MixedSystemRecipe:
     model_options: dict | None = None
 
     def create(self) -> openmm.System:
-        from ..embedding import create_mixed_system
+        from ..embedding.mixed import create_mixed_system
 
         mixed = create_mixed_system(
             self.molecular_system, model=self.model, region=self.region, embedding=self.embedding,
@@ -137,9 +137,15 @@ def endstate_leg(molecular_system, model: str, embedding: str, protocol, region=
 
 
 def decoupling_leg(molecular_system, protocol, region="ligand", name: str = "decoupling") -> Leg:
-    """The coupled -> decoupled path of ``region`` in ``molecular_system`` (MM)."""
+    """The coupled -> decoupled path of ``region`` in ``molecular_system`` (MM).
+
+    When the region is the whole system (a solute in vacuum) there is nothing to decouple
+    its Lennard-Jones interactions from: every sterics state would be the same state, so
+    the leg stops once the charges are off (``lambda_sterics`` stays 1).
+    """
     region = region if isinstance(region, str) else tuple(int(i) for i in region)
-    resolve_region(molecular_system, region)  # fail early, here, on a bad region
+    atoms = resolve_region(molecular_system, region)  # fail early, here, on a bad region
+    sterics = protocol.sterics_lambdas if len(atoms) < molecular_system.n_atoms else (1.0,)
     recipe = DecoupledSystemRecipe(molecular_system, region)
     return Leg(name, recipe, molecular_system.positions, molecular_system.box_vectors,
-               decoupling_states(protocol.electrostatics_lambdas, protocol.sterics_lambdas))
+               decoupling_states(protocol.electrostatics_lambdas, sterics))

@@ -252,8 +252,8 @@ def _check_platform(config):
         if config.precision not in PRECISIONS:
             yield f"precision = {config.precision!r} is unknown; choose {', '.join(PRECISIONS)}."
         elif config.platform not in GPU_PLATFORMS:
-            yield (f"precision can be chosen only with platform {', '.join(GPU_PLATFORMS)}; "
-                   f"got platform {config.platform!r} (Reference always runs in double, CPU in single/mixed).")
+            yield (f"precision = {config.precision!r} needs platform {' or '.join(GPU_PLATFORMS)} named explicitly "
+                   f"(platform = {config.platform!r}); Reference always runs in double, CPU in single/mixed.")
 
 
 _CHECKS = (_check_parsed, _check_io, _check_model, _check_dynamics, _check_length, _check_platform)

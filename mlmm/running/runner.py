@@ -82,8 +82,7 @@ def run(config: RunConfig, molecular_system: MolecularSystem | None = None, over
     """
     config.validate()
     folder = Path(config.output)
-    if folder.exists() and not overwrite:
-        raise InputError(f"output folder {folder} already exists; pass --overwrite to replace it or --resume to continue it.")
+    _check_output_folder(folder, overwrite)
     if molecular_system is None:
         if config.input is None:
             raise InputError("no input: give a system folder or a YAML recipe (or pass a MolecularSystem).")
@@ -92,7 +91,9 @@ def run(config: RunConfig, molecular_system: MolecularSystem | None = None, over
         config = replace(config, seed=secrets.randbelow(2**31 - 1))
     prepared = prepare(config, molecular_system)
 
-    _clear_for_new_run(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     _write_run_file(folder, config, prepared)
     molecular_system.save(folder / SYSTEM_FOLDER)
     _minimize_and_equilibrate(prepared, config)
@@ -132,13 +133,15 @@ def resume(output, steps: int | None = None, length=None, platform: str | None =
 
 
 # ---------------------------------------------------------------------- stages
-def _clear_for_new_run(folder: Path) -> None:
-    if folder.exists():
-        if not folder.is_dir() or (any(folder.iterdir()) and not (folder / RUN_FILE).is_file()):
-            raise InputError(f"{folder} exists and is not an mlmm run folder (no {RUN_FILE}); "
-                             "--overwrite replaces run folders only. Choose another output folder.")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+def _check_output_folder(folder: Path, overwrite: bool) -> None:
+    """An existing folder is an error, unless ``overwrite`` and it is a run folder (or empty)."""
+    if not folder.exists():
+        return
+    if not overwrite:
+        raise InputError(f"output folder {folder} already exists; pass --overwrite to replace it or --resume to continue it.")
+    if not folder.is_dir() or (any(folder.iterdir()) and not (folder / RUN_FILE).is_file()):
+        raise InputError(f"{folder} exists and is not an mlmm run folder (no {RUN_FILE}); "
+                         "--overwrite replaces run folders only. Choose another output folder.")
 
 
 def _write_run_file(folder: Path, config: RunConfig, prepared: PreparedRun) -> None:

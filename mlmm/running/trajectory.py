@@ -4,8 +4,8 @@ A run writes one frame every ``trajectory_interval`` steps. To continue a killed
 file must hold exactly the frames up to the last checkpoint: :class:`TrajectoryWriter`
 with ``keep_frames=n`` copies the first ``n`` frames of the existing file into a fresh
 file (written beside it and renamed over it, so a crash during the copy loses nothing) and
-appends the new frames to it. MDTraj's DCD writer issues each frame to the operating
-system as it is written; XTC and HDF5 are flushed at every checkpoint by :meth:`flush`.
+appends the new frames to it. :meth:`flush`, called before every checkpoint, empties the
+writer's buffers (MDTraj's DCD writer has none) and syncs the file to disk.
 
 Units in the files follow each format: DCD in Angstrom, XTC and HDF5 in nm; XTC and HDF5
 also store the time (ps) of every frame, XTC the step number.
@@ -60,6 +60,7 @@ class TrajectoryWriter:
                     f"{keep_frames}; the file was damaged outside the run. Start again with --overwrite."
                 )
             self._format.flush(self._handle)
+            _fsync_path(tmp)
             os.replace(tmp, self.path)  # the open handle follows the file to its new name
         except BaseException:
             self._close_quietly()
@@ -72,8 +73,9 @@ class TrajectoryWriter:
                            time_ps, step)
 
     def flush(self) -> None:
-        """Hand every written frame to the operating system (called before each checkpoint)."""
+        """Put every written frame on disk (called before each checkpoint)."""
         self._format.flush(self._handle)
+        _fsync_path(self.path)
 
     def close(self) -> None:
         self._handle.close()
@@ -91,6 +93,15 @@ def read_frame_count(path: str | os.PathLike) -> int:
     """Number of complete frames in a trajectory file."""
     path = Path(path)
     return _format_for(path).count_frames(path)
+
+
+def _fsync_path(path) -> None:
+    """Sync a file's data to disk; fsync through any descriptor of a file syncs all of it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------- formats

@@ -1,0 +1,45 @@
+"""The MTS stability study: metrics of one short configuration, and the default k over 100 ps (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mlmm.stability import StudyConfig, degrees_of_freedom, markdown_table, region_free_bonds, run_configuration
+
+
+def test_degrees_of_freedom_and_free_bonds(toluene_water):
+    system = toluene_water.system
+    dof = degrees_of_freedom(system)
+    assert dof == 3 * toluene_water.n_atoms - system.getNumConstraints() - 3
+    bonds = region_free_bonds(toluene_water, toluene_water.regions["ligand"], system)
+    # toluene: 7 C-C bonds are free; the 8 C-H bonds are constrained (HBonds)
+    assert len(bonds) == 7
+
+
+def test_short_configuration_reports_finite_metrics(toluene_water):
+    config = StudyConfig("toluene-water", "mechanical", 1.0, 2, False)
+    result = run_configuration(toluene_water, config, nvt_ps=0.02, nve_ps=0.02, report_ps=0.004,
+                               equilibration_ps=0.0, minimize_iterations=20)
+    assert result["stable"], result["failure"]
+    assert result["outer_fs"] == 2.0
+    for key in ("temperature_k", "max_bond_deviation_nm", "nve_drift", "ns_per_day"):
+        assert math.isfinite(result[key]), key
+    assert 0.0 < result["max_bond_deviation_nm"] < 0.02
+    assert "| toluene-water | mechanical | no | 1 | 2 | 2 | yes |" in markdown_table([result])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
+def test_default_splitting_is_stable_for_100_ps(toluene_water, embedding):
+    from mlmm.splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR
+
+    config = StudyConfig("toluene-water", embedding, DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, False)
+    result = run_configuration(toluene_water, config, nvt_ps=100.0, nve_ps=10.0)
+    assert result["stable"], result["failure"]
+    assert result["temperature_k"] == pytest.approx(300.0, abs=10.0)
+    assert result["max_bond_deviation_nm"] < 0.01
+    assert abs(result["nve_drift"]) < 0.01  # kJ/mol per ns per degree of freedom
+    assert np.isfinite(result["ns_per_day"])
