@@ -154,6 +154,9 @@ def _as_list(items) -> list:
 
 def _check_options(**opts) -> dict:
     """Validate every option before any expensive work; return them in canonical form."""
+    cutoff = value_in(opts["nonbonded_cutoff"], u.nanometer, "nonbonded_cutoff")
+    if cutoff <= 0:
+        raise InputError(f"nonbonded_cutoff = {cutoff} nm must be positive (e.g. 0.9).")
     padding = value_in(opts["padding"], u.nanometer, "padding")
     if padding < 0:
         raise InputError(f"padding = {padding} nm is negative; give a distance >= 0 nm (e.g. 1.0).")
@@ -167,7 +170,6 @@ def _check_options(**opts) -> dict:
         if edges.size != 3 or np.any(edges <= 0):
             raise InputError(f"box_size = {opts['box_size']!r} must be one or three positive lengths in nm.")
         box_size = edges.tolist()
-        cutoff = value_in(opts["nonbonded_cutoff"], u.nanometer, "nonbonded_cutoff")
         if np.any(edges < 2 * cutoff):
             raise InputError(
                 f"box_size {box_size} nm is shorter than twice the cutoff ({cutoff} nm); give a larger box or lower "
@@ -176,9 +178,6 @@ def _check_options(**opts) -> dict:
     ionic_strength = value_in(opts["ionic_strength"], u.molar, "ionic_strength")
     if ionic_strength < 0:
         raise InputError(f"ionic_strength = {ionic_strength} M is negative; give a concentration >= 0 (e.g. 0.15).")
-    cutoff = value_in(opts["nonbonded_cutoff"], u.nanometer, "nonbonded_cutoff")
-    if cutoff <= 0:
-        raise InputError(f"nonbonded_cutoff = {cutoff} nm must be positive (e.g. 0.9).")
     hydrogen_mass = opts["hydrogen_mass"]
     if hydrogen_mass is not None:
         hydrogen_mass = value_in(hydrogen_mass, u.amu, "hydrogen_mass")
