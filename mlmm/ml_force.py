@@ -71,6 +71,7 @@ class MLRegionForce(torch.nn.Module):
         self.anchor = int(anchor)
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        assert positions.shape[0] == self.n_atoms, "MLRegionForce got positions of a different number of atoms"
         grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
         region = positions.detach().index_select(0, self.indices).requires_grad_(True)

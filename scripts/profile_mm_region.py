@@ -204,8 +204,8 @@ def main() -> None:
     print(f"subtraction -E_MM(region) with pme_copy: {reference_energy:.4f} kJ/mol, largest force "
           f"{np.abs(reference_forces).max():.1f} kJ/mol/nm")
     for variant, (context, energy, forces) in evaluation.items():
-        timing.ms_per_evaluation(context, slow, 2)
-        ms = timing.median([timing.ms_per_evaluation(context, slow, 5) for _ in range(args.repeats)])
+        timing.time_evaluations(context, slow, 2)
+        ms = timing.median([timing.time_evaluations(context, slow, 5).wall_ms for _ in range(args.repeats)])
         print(f"  {variant:9s} energy difference {energy - reference_energy:+.5f} kJ/mol, largest force difference "
               f"{np.abs(forces - reference_forces).max():.2e} kJ/mol/nm, {ms:.3f} ms per evaluation")
         del context
@@ -228,7 +228,7 @@ def main() -> None:
     samples = {row: [] for row in rows}
     for _ in range(args.repeats):
         for row, (ctx, steps, k) in rows.items():
-            samples[row].append(timing.ms_per_step(ctx, steps) / k)
+            samples[row].append(timing.time_steps(ctx, steps).wall_ms / k)
     mm = timing.median(samples["mm"])
     print(f"ms per inner step (median of {args.repeats}), k = {args.mts}:")
     for row, values in samples.items():

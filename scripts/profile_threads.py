@@ -67,8 +67,8 @@ def main() -> None:
         for key, row_contexts in rows.items():
             torch.set_num_threads(key[1])
             for row, (ctx, steps, k) in row_contexts.items():
-                samples[key][row].append(timing.ms_per_step(ctx, steps) / k)
-            samples[key]["model"].append(timing.ms_per_model_call(mixed.region_model, region, args.steps))
+                samples[key][row].append(timing.time_steps(ctx, steps).wall_ms / k)
+            samples[key]["model"].append(timing.time_model_calls(mixed.region_model, region, args.steps).wall_ms)
     print(f"{name}: {molecular_system.n_atoms} atoms, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
           f"load average {os.getloadavg()[0]:.1f}; median ms per inner step (model: per call)")
     print("openmm x torch threads | " + " | ".join(f"{row:>10s}" for row in ("mm", "torchforce", "mts", "model"))

@@ -22,7 +22,7 @@ from mlmm.embedding.mixed import create_mixed_system
 from mlmm.forcegroups import ML_SLOW, group_mask
 
 RATIOS = ("mts_vs_mm", "torchforce_vs_mm", "torchforce_vs_pythonforce", "bridge_overhead_fraction",
-          "torchforce_call_overhead_fraction", "mm_region_share_of_slow_group")
+          "torchforce_call_overhead_fraction", "mm_region_share_of_slow_group", "mm_region_share_of_mts_step")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ change of machine load during the run affects all rows alike; each row reports t
 ``ms_per_step`` is wall time per *inner* step (2 fs by default) for every dynamics row (for
 ``mts`` the outer step's time divided by k) and per call for ``model``; ``ns_per_day``
 follows from it and the inner time step. For ``model`` it is the rate a simulation would
-reach if each inner step cost one model call and nothing else.
+reach if each inner step cost one model call and nothing else. ``cpu_ms_per_step`` is the
+CPU time of the process (all threads) per inner step: on a shared machine it shows the work
+done when the wall time is stretched by waiting for a core.
 
 Also measured, once per system: the time of one evaluation of each part of the ML/MM System
 (``breakdown``: MM force field, ML TorchForce, MMRegion subtraction), and the agreement of
@@ -45,8 +47,6 @@ from .host_copy import create_host_copy_system
 
 #: every row, in the order they are timed and shown
 ROWS = ("mm", "torchforce", "mts", "pythonforce", "model")
-#: rows that run dynamics (the others time a bare model call)
-DYNAMICS_ROWS = ("mm", "torchforce", "mts", "pythonforce")
 #: MTS factor of the ``mts`` row: neither mlmm.splitting nor mlmm.running defines a default k > 1
 DEFAULT_MTS_FACTOR = 4
 #: the systems benchmarked by default, recipes in the repository's systems/ folder
@@ -63,7 +63,10 @@ class BenchmarkSettings:
     outer steps, rounded up), ``steps`` calls per block of the model row; ``repeats`` blocks
     per row; ``warmup`` inner steps (and model calls) before timing, which also absorb the
     TorchScript profiling runs. ``threads``: OpenMM CPU threads (None: OpenMM's default, all
-    cores); ``torch_threads``: PyTorch intra-op threads (None: left as they are).
+    cores); ``torch_threads``: PyTorch intra-op threads during the run (None: left as they
+    are). The default of 1 is the fastest measured on a shared 2-core machine: with two,
+    PyTorch's spinning OpenMP threads compete with OpenMM's and other processes' threads and
+    a model call became 15 times slower.
     """
 
     steps: int = 50
@@ -75,7 +78,7 @@ class BenchmarkSettings:
     friction: float = 1.0
     platform: str | None = None  # None: CUDA when present, else CPU
     threads: int | None = None
-    torch_threads: int | None = None
+    torch_threads: int | None = 1
     model: str = "aimnet2"
     region: str = "ligand"
     rows: tuple[str, ...] = ROWS
@@ -167,6 +170,7 @@ class SystemBenchmark:
     rows: dict[str, dict] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
     breakdown_ms_per_evaluation: dict[str, float] = field(default_factory=dict)
+    breakdown_cpu_ms_per_evaluation: dict[str, float] = field(default_factory=dict)
     consistency: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -181,9 +185,10 @@ class _Row:
         self.steps_per_block = steps_per_block
         self.inner_steps_per_step = inner_steps_per_step
 
-    def time_block(self) -> float:
-        """Milliseconds per inner step over one block."""
-        return timing.ms_per_step(self.context, self.steps_per_block) / self.inner_steps_per_step
+    def time_block(self) -> timing.Timing:
+        """Time per inner step over one block."""
+        per_step = timing.time_steps(self.context, self.steps_per_block)
+        return timing.Timing(*(value / self.inner_steps_per_step for value in per_step))
 
 
 def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSettings, name: str = "system",
@@ -250,12 +255,12 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
         for _ in range(max(settings.warmup, 3)):
             timing.model_call(mixed.region_model, region_positions)
 
-    samples: dict[str, list[float]] = {row: [] for row in settings.rows}
+    samples: dict[str, list[timing.Timing]] = {row: [] for row in settings.rows}
     for repeat in range(settings.repeats):
         for row in settings.rows:
             say(f"round {repeat + 1}/{settings.repeats}: {row}")
             if row == "model":
-                samples[row].append(timing.ms_per_model_call(mixed.region_model, region_positions, settings.steps))
+                samples[row].append(timing.time_model_calls(mixed.region_model, region_positions, settings.steps))
             else:
                 samples[row].append(rows[row].time_block())
             if progress is not None:
@@ -266,18 +271,20 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
     del rows  # free the row Contexts before the breakdown re-groups the mixed System's forces
 
     for row in settings.rows:
-        value = timing.median(samples[row])
+        value = timing.median(sample.wall_ms for sample in samples[row])
         entry = {"ms_per_step": value, "ns_per_day": ns_per_day(value, settings.inner_timestep),
-                 "samples_ms_per_step": samples[row]}
+                 "cpu_ms_per_step": timing.median(sample.cpu_ms for sample in samples[row]),
+                 "samples_ms_per_step": [sample.wall_ms for sample in samples[row]]}
         if row == "mts":
             entry.update(mts_factor=k, ms_per_outer_step=value * k)
         if row == "model":
             entry["ms_per_call"] = value
         result.rows[row] = entry
 
-    if mixed is not None and "torchforce" in settings.rows and "model" in settings.rows:
+    if mixed is not None:
         say("timing the parts of the ML/MM force field")
-        result.breakdown_ms_per_evaluation = _breakdown(mixed, positions, platform, properties, settings)
+        result.breakdown_ms_per_evaluation, result.breakdown_cpu_ms_per_evaluation = _breakdown(
+            mixed, positions, platform, properties, settings)
     result.ratios = _ratios(result.rows, result.breakdown_ms_per_evaluation)
     return result
 
@@ -328,8 +335,8 @@ def _whole_region_positions(mixed, positions: np.ndarray, device: str) -> torch.
     return region.to(device)
 
 
-def _breakdown(mixed, positions, platform, properties, settings) -> dict[str, float]:
-    """Milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce, the MMRegion force.
+def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce, MMRegion.
 
     The mixed System's TorchForce is moved to a force group of its own for this; it is
     not used for dynamics afterwards.
@@ -344,17 +351,18 @@ def _breakdown(mixed, positions, platform, properties, settings) -> dict[str, fl
     has_region_force = any(f.getName() == MM_REGION_FORCE_NAME for f in mixed.system.getForces())
     context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), platform, properties)
     context.setPositions(positions)
-    evaluations = max(3, settings.steps // 5)
+    evaluations = max(3, settings.steps // 10)
     masks = {"empty": 0, **{name: forcegroups.group_mask(group) for name, group in groups.items()}}
     if not has_region_force:
         del masks["mm_region"]
     for mask in masks.values():
-        timing.ms_per_evaluation(context, mask, 2)  # warm-up
+        timing.time_evaluations(context, mask, 2)  # warm-up
     samples = {name: [] for name in masks}
     for _ in range(settings.repeats):
         for name, mask in masks.items():
-            samples[name].append(timing.ms_per_evaluation(context, mask, evaluations))
-    return {name: timing.median(values) for name, values in samples.items()}
+            samples[name].append(timing.time_evaluations(context, mask, evaluations))
+    return ({name: timing.median(t.wall_ms for t in values) for name, values in samples.items()},
+            {name: timing.median(t.cpu_ms for t in values) for name, values in samples.items()})
 
 
 def _ratios(rows: dict, breakdown: dict) -> dict[str, float | None]:
@@ -367,7 +375,8 @@ def _ratios(rows: dict, breakdown: dict) -> dict[str, float | None]:
       includes the MMRegion subtraction and the thread sharing of torch and OpenMM;
     - ``torchforce_call_overhead_fraction``: (one TorchForce evaluation - one empty
       evaluation - one model call) / model call: the cost of the OpenMM-torch bridge itself;
-    - ``mm_region_share_of_slow_group``: MMRegion / (MMRegion + ML TorchForce) per evaluation.
+    - ``mm_region_share_of_slow_group``: MMRegion / (MMRegion + ML TorchForce) per evaluation;
+    - ``mm_region_share_of_mts_step``: one MMRegion evaluation / one outer step of ``mts``.
     """
     def ms(row):
         return rows[row]["ms_per_step"] if row in rows else None
@@ -382,16 +391,19 @@ def _ratios(rows: dict, breakdown: dict) -> dict[str, float | None]:
         "bridge_overhead_fraction": None,
         "torchforce_call_overhead_fraction": None,
         "mm_region_share_of_slow_group": None,
+        "mm_region_share_of_mts_step": None,
     }
     if None not in (ms("torchforce"), ms("mm"), ms("model")):
         ratios["bridge_overhead_fraction"] = (ms("torchforce") - ms("mm") - ms("model")) / ms("model")
     if breakdown and ms("model") is not None:
         ratios["torchforce_call_overhead_fraction"] = (
             breakdown["ml_torchforce"] - breakdown["empty"] - ms("model")) / ms("model")
-        if "mm_region" in breakdown:
-            region = breakdown["mm_region"] - breakdown["empty"]
-            ml = breakdown["ml_torchforce"] - breakdown["empty"]
-            ratios["mm_region_share_of_slow_group"] = region / (region + ml)
+    if "mm_region" in breakdown:
+        region = breakdown["mm_region"] - breakdown["empty"]
+        ml = breakdown["ml_torchforce"] - breakdown["empty"]
+        ratios["mm_region_share_of_slow_group"] = region / (region + ml)
+        if "mts" in rows:
+            ratios["mm_region_share_of_mts_step"] = region / rows["mts"]["ms_per_outer_step"]
     return ratios
 
 

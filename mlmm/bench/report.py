@@ -85,8 +85,8 @@ def write_json(report: dict, path: str | os.PathLike) -> None:
 
 
 def markdown_table(report: dict) -> str:
-    """One Markdown table: ms per inner step and ns/day of each row, and the ratios, per system."""
-    lines = ["| system | row | ms/step | ns/day |", "| --- | --- | ---: | ---: |"]
+    """Markdown tables: wall and CPU ms per inner step and ns/day of each row; the ratios; per system."""
+    lines = ["| system | row | ms/step | CPU ms/step | ns/day |", "| --- | --- | ---: | ---: | ---: |"]
     for name, entry in report["systems"].items():
         for row in ROWS:
             if row not in entry["rows"]:
@@ -97,7 +97,7 @@ def markdown_table(report: dict) -> str:
                 ms += f" ({values['ms_per_outer_step']:.1f} per {values['mts_factor']}-step outer step)"
             if row == "model":
                 ms += " per call"
-            lines.append(f"| {name} | {row} | {ms} | {values['ns_per_day']:.2f} |")
+            lines.append(f"| {name} | {row} | {ms} | {values['cpu_ms_per_step']:.2f} | {values['ns_per_day']:.2f} |")
     lines += ["", "| system | " + " | ".join(_RATIO_NAMES) + " |", "| --- |" + " ---: |" * len(_RATIO_NAMES)]
     for name, entry in report["systems"].items():
         cells = [_format(entry["ratios"].get(key)) for key in _RATIO_NAMES]
@@ -106,7 +106,7 @@ def markdown_table(report: dict) -> str:
 
 
 _RATIO_NAMES = ("mts_vs_mm", "torchforce_vs_mm", "torchforce_vs_pythonforce", "bridge_overhead_fraction",
-                "torchforce_call_overhead_fraction", "mm_region_share_of_slow_group")
+                "torchforce_call_overhead_fraction", "mm_region_share_of_slow_group", "mm_region_share_of_mts_step")
 
 
 def _format(value) -> str:
@@ -130,7 +130,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     for axis, (name, entry) in zip(axes[0], systems.items()):
         rows = [row for row in ROWS if row in entry["rows"]]
         values = [entry["rows"][row]["ns_per_day"] for row in rows]
-        bars = axis.bar(rows, values, color=[colours[row] for row in rows])
+        labels = [f"mts k={entry['rows'][row]['mts_factor']}" if row == "mts" else row for row in rows]
+        bars = axis.bar(labels, values, color=[colours[row] for row in rows])
         if "model" in rows:
             bars[rows.index("model")].set_hatch("//")
         axis.set_yscale("log")

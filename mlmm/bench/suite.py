@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from .harness import DYNAMICS_ROWS, BenchmarkSettings, benchmark_system, resolve_system, torch_threads
+from .harness import BenchmarkSettings, benchmark_system, resolve_system, torch_threads
 from .report import machine_info
 
 
@@ -29,7 +29,6 @@ def run_benchmarks(systems, settings: BenchmarkSettings | None = None, progress:
             report["systems"][name] = result.to_dict()
     report["machine"]["load_average_at_end"] = _load_average()
     report["settings"]["rows"] = list(settings.rows)
-    report["settings"]["dynamics_rows"] = [row for row in settings.rows if row in DYNAMICS_ROWS]
     return report
 
 

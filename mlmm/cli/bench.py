@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     parser.add_argument("--region", help="ML region (default ligand)")
     parser.add_argument("--platform", help="OpenMM platform (default: CUDA when present, else CPU)")
     parser.add_argument("--threads", type=int, help="OpenMM CPU platform threads (default: OpenMM's)")
-    parser.add_argument("--torch-threads", type=int, help="PyTorch intra-op threads (default: PyTorch's)")
+    parser.add_argument("--torch-threads", type=int, help="PyTorch intra-op threads (default 1: fastest on a shared CPU)")
     parser.add_argument("--minimize-iterations", type=int, help="MM minimization before timing (default 200; quick 50)")
     parser.add_argument("--no-progress", action="store_false", dest="progress", help="no progress display")
     parser.set_defaults(handler=handle)

@@ -12,8 +12,9 @@ Output folder layout::
 
 Order of work: validate the whole configuration, refuse an existing folder (unless
 ``overwrite``), load the system and build the Context, and only then create the folder. A
-new run is minimized and equilibrated (not reported), its clock reset to zero, and
-checkpointed at step 0. Production advances to the next report or checkpoint step at a time;
+new run is minimized (with a model, first under the MM force field alone, which relaxes the
+solvent at MM cost, then under ML/MM), equilibrated (not reported), its clock reset to
+zero, and checkpointed at step 0. Production advances to the next report or checkpoint step at a time;
 at each stop the state is checked (every energy finite, temperature below
 :data:`EXPLOSION_TEMPERATURE_FACTOR` times the target and :data:`EXPLOSION_TEMPERATURE_FLOOR`),
 frames and rows are written, and at a checkpoint step both files are flushed to disk before
@@ -42,6 +43,7 @@ import openmm.unit as u
 from .. import __version__
 from ..atomic_io import write_text_atomic
 from ..errors import InputError, SimulationError
+from ..forcegroups import ML_SLOW, MM_FAST
 from ..molecular_system import MolecularSystem
 from ..units import KB_KJ_PER_MOL_K
 from .checkpoint import checkpoint_step, load_checkpoint, write_checkpoint
@@ -165,6 +167,12 @@ def _write_run_file(folder: Path, config: RunConfig, prepared: PreparedRun) -> N
 def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig) -> None:
     context = prepared.context
     if config.minimize:
+        integrator = context.getIntegrator()
+        if prepared.mixed is not None:
+            # relax the MM environment first at MM cost: the minimizer evaluates only the integration groups
+            integrator.setIntegrationForceGroups({MM_FAST})
+            openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
+            integrator.setIntegrationForceGroups({MM_FAST, ML_SLOW})
         openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
     context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1)
     done, total = 0, config.equilibration_steps
