@@ -30,6 +30,12 @@ from .errors import InputError
 from .forcegroups import ML_SLOW, MM_FAST
 from .units import value_in
 
+#: Default inner (MM) time step in fs and MTS factor k, chosen from the stability study
+#: (``mlmm stability``; table in the README): the largest outer step that stayed stable with
+#: bond-length deviations and NVE drift no worse than k = 1 for both embeddings.
+DEFAULT_INNER_TIMESTEP_FS = 2.0
+DEFAULT_MTS_FACTOR = 2
+
 #: ensembles :func:`make_integrator` understands (a barostat, added to the System, makes NVT into NPT)
 ENSEMBLES = ("nvt", "nve")
 _ALLOWED_GROUPS = (MM_FAST, ML_SLOW)

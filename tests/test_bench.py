@@ -46,6 +46,7 @@ def test_report_is_well_formed(tiny_report):
     dt = report["settings"]["inner_timestep"]
     for row, values in entry["rows"].items():
         assert values["ms_per_step"] > 0 and math.isfinite(values["ms_per_step"]), row
+        assert values["cpu_ms_per_step"] > 0, row
         assert values["ns_per_day"] == pytest.approx(ns_per_day(values["ms_per_step"], dt)), row
         assert values["ms_per_step"] == pytest.approx(float(np.median(values["samples_ms_per_step"]))), row
         assert len(values["samples_ms_per_step"]) == 2
@@ -60,6 +61,7 @@ def test_report_is_well_formed(tiny_report):
         / rows["model"]["ms_per_step"])
     assert 0 < ratios["mm_region_share_of_slow_group"] < 1
     assert set(entry["breakdown_ms_per_evaluation"]) == {"empty", "mm", "ml_torchforce", "mm_region"}
+    assert set(entry["breakdown_cpu_ms_per_evaluation"]) == set(entry["breakdown_ms_per_evaluation"])
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 

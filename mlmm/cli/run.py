@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", dest="model_options",
                        help="option passed to the model plugin (value parsed as JSON when possible); repeatable")
     dynamics = parser.add_argument_group("dynamics")
-    dynamics.add_argument("-k", "--mts", type=int, dest="mts_factor", help="MTS factor k: ML every k inner steps (default 1)")
+    dynamics.add_argument("-k", "--mts", type=int, dest="mts_factor", help="MTS factor k: ML every k inner steps (default: mlmm.splitting.DEFAULT_MTS_FACTOR)")
     dynamics.add_argument("--timestep", dest="inner_timestep", help="inner time step, e.g. 2fs (default 2fs)")
     dynamics.add_argument("--temperature", type=float, help="K (default 300)")
     dynamics.add_argument("--friction", type=float, help="Langevin friction, 1/ps (default 1)")

@@ -22,6 +22,11 @@ and Thole-damped mutual induction within the region (AMOEBA damping, ``a = 0.39`
 where ``F_i = sum_j q_j (r_i - r_j)/r^3 * S(r)`` (e/nm^2) and ``S`` switches the field smoothly
 to zero between ``r_c - w`` and ``r_c`` (C2 polynomial), so forces stay continuous.
 
+With link atoms (:mod:`mlmm.embedding.link_atoms`) the model sees the region plus its link
+hydrogens, ``i`` runs over the region's own atoms only (the links' ML charges do not couple),
+and the ``q_j`` are the redistributed charges: the M1 atoms are left out and their MM charges
+moved onto their M2 neighbours.
+
 Everything runs inside one TorchScript module on the device of the positions; forces,
 including the terms from the dependence of ``q_ML`` on the geometry, come from autograd.
 """
@@ -31,8 +36,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..torch_geometry import make_whole, minimum_image
+from ..torch_geometry import minimum_image
 from ..units import COULOMB_CONSTANT
+from .link_atoms import CappedRegion
 
 #: Thole damping parameter (dimensionless), as in AMOEBA
 THOLE_DAMPING = 0.39
@@ -61,20 +67,21 @@ class ElectrostaticEmbedding(torch.nn.Module):
     """ML energy of the region plus its electrostatic coupling to the MM charges.
 
     ``forward(positions (N,3) nm, box (3,3) nm) -> (energy kJ/mol, forces kJ/mol/nm (N,3))``.
-    The region model must return ``"charges"`` (see :mod:`mlmm.potentials`).
+    The region model must return ``"charges"`` (see :mod:`mlmm.potentials`); with ``link_atoms``
+    it takes the region followed by the link hydrogens.
     """
 
     def __init__(self, region_model, region, environment, environment_charges, region_mm_charges,
-                 cutoff: float, periodic: bool, polarizabilities=None, anchor: int = 0):
+                 cutoff: float, periodic: bool, polarizabilities=None, anchor: int = 0, link_atoms=None):
         super().__init__()
         self.model = region_model
-        self.register_buffer("region", torch.as_tensor(np.asarray(region), dtype=torch.long))
+        self.ml_input = CappedRegion(region, link_atoms, periodic, anchor)
+        self.n_region = len(region)
         self.register_buffer("environment", torch.as_tensor(np.asarray(environment), dtype=torch.long))
         self.register_buffer("environment_charges", torch.as_tensor(np.asarray(environment_charges), dtype=torch.float64))
         self.register_buffer("region_mm_charges", torch.as_tensor(np.asarray(region_mm_charges), dtype=torch.float64))
         self.cutoff = float(cutoff)
         self.periodic = bool(periodic)
-        self.anchor = int(anchor)
         self.coulomb_constant = COULOMB_CONSTANT
         self.thole_damping = THOLE_DAMPING
         self.switch_width = FIELD_SWITCH_WIDTH
@@ -84,13 +91,12 @@ class ElectrostaticEmbedding(torch.nn.Module):
 
     def forward(self, positions: torch.Tensor, box: torch.Tensor):
         positions = positions.detach().requires_grad_(True)
-        region_positions = positions.index_select(0, self.region)
-        if self.periodic:
-            region_positions = make_whole(region_positions, box, self.anchor)
-        output = self.model(region_positions)
+        ml_positions = self.ml_input(positions, box)
+        region_positions = ml_positions.narrow(0, 0, self.n_region)
+        output = self.model(ml_positions)
         dtype = positions.dtype
         energy = output["energy"].to(dtype)
-        ml_charges = output["charges"].to(dtype)
+        ml_charges = output["charges"].to(dtype).narrow(0, 0, self.n_region)  # link atoms do not couple
 
         delta = positions.index_select(0, self.environment).unsqueeze(0) - region_positions.unsqueeze(1)
         if self.periodic:

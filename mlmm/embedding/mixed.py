@@ -8,7 +8,8 @@
 
 - ``ml``: a TorchForce evaluating the ML model on the region (made whole under periodic
   boundaries); with electrostatic embedding it also holds the coupling of the ML charges to
-  the MM charges (:mod:`mlmm.embedding.electrostatic`);
+  the MM charges (:mod:`mlmm.embedding.electrostatic`); a region that cuts covalent bonds is
+  capped with link hydrogens when ``link_atoms=True`` (:mod:`mlmm.embedding.link_atoms`);
 - ``mm_region``: the MM energy of the region alone in the same box, bonded and nonbonded
   (:mod:`mlmm.embedding.mm_region`), one collective variable per force kind.
 
@@ -37,8 +38,9 @@ from ..ml_force import create_ml_module, create_torch_force
 from ..molecular_system import MolecularSystem
 from ..potentials import PotentialPlugin, load_plugin
 from ..regions import bonds_cut_by, resolve_region
-from ..torch_geometry import central_atom, make_whole
+from ..torch_geometry import central_atom
 from . import LAMBDA_ML
+from .link_atoms import LinkAtoms, create_linked_module, link_atoms_for, ml_coordinates, redistributed_charges
 from .mm_region import region_mm_forces
 from .scaling import lambda_scaled
 
@@ -60,6 +62,7 @@ class MixedSystem:
     model_options: dict = field(default_factory=dict)
     region_model: torch.jit.ScriptModule | None = None
     reports_std: bool = False  # the region model returns "energy_std" (an ensemble)
+    link_atoms: LinkAtoms | None = None  # hydrogen caps of the bonds the region cuts
 
     def energy_terms(self, context: openmm.Context) -> dict[str, float]:
         """Energies (kJ/mol) of the current state: ``mm``, ``ml``, ``mm_region``, ``ml_correction``.
@@ -89,13 +92,11 @@ class MixedSystem:
     def ml_std(self, context: openmm.Context) -> float:
         """Ensemble spread (kJ/mol) of the ML energy of the region at the context's positions."""
         state = context.getState(getPositions=True)
-        positions = torch.as_tensor(state.getPositions(asNumpy=True).value_in_unit(u.nanometer))
-        region_positions = positions[torch.as_tensor(self.region)]
-        if self.molecular_system.is_periodic:
-            box = torch.as_tensor(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer))
-            region_positions = make_whole(region_positions, box)
+        positions = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if self.molecular_system.is_periodic else None
+        coordinates = ml_coordinates(self.region, self.link_atoms, positions, box)
         with torch.no_grad():
-            return float(self.region_model(region_positions.to(torch.float32))["energy_std"])
+            return float(self.region_model(coordinates.to(torch.float32))["energy_std"])
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Save the MolecularSystem, the mixed System and the options; no TorchForce XML is written."""
@@ -110,6 +111,7 @@ class MixedSystem:
             (tmp / MIXED_FILE).write_text(json.dumps({
                 "region": self.region.tolist(), "embedding": self.embedding, "model": self.model,
                 "model_options": self.model_options, "reports_std": self.reports_std,
+                "link_atoms": None if self.link_atoms is None else self.link_atoms.to_dict(),
             }, indent=1))
         return folder
 
@@ -132,6 +134,7 @@ class MixedSystem:
             model_options=meta["model_options"],
             region_model=torch.jit.load(str(region_model_file)) if region_model_file.exists() else None,
             reports_std=meta["reports_std"],
+            link_atoms=LinkAtoms.from_dict(meta["link_atoms"]) if meta.get("link_atoms") else None,
         )
 
 
@@ -144,6 +147,7 @@ def create_mixed_system(
     lambda_value: float = 1.0,
     coupling_cutoff=None,
     polarization: bool = False,
+    link_atoms: bool = False,
 ) -> MixedSystem:
     """Embed an ML potential for ``region`` in the MM system of ``molecular_system``.
 
@@ -159,6 +163,8 @@ def create_mixed_system(
         nonbonded cutoff, or 1.2 nm without one.
     polarization: add the induction energy of Thole-damped dipoles on the region
         (electrostatic embedding only).
+    link_atoms: cap each covalent bond the region cuts with a link hydrogen
+        (:mod:`mlmm.embedding.link_atoms`); without it such a region is refused.
     """
     if embedding not in EMBEDDINGS:
         raise InputError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}.")
@@ -168,42 +174,48 @@ def create_mixed_system(
         raise InputError(f"lambda_value = {lambda_value} is outside [0, 1].")
     indices = resolve_region(molecular_system, region)
     cut = bonds_cut_by(molecular_system, indices)
-    if cut:
+    if cut and not link_atoms:
         atoms = list(molecular_system.topology.atoms())
         shown = ", ".join(f"{atoms[i].residue.name}{atoms[i].residue.id}:{atoms[i].name}-"
                           f"{atoms[j].residue.name}{atoms[j].residue.id}:{atoms[j].name}" for i, j in cut[:4])
         raise InputError(
-            f"region {region!r} cuts {len(cut)} covalent bond(s) ({shown}); link atoms are not supported, so "
-            "select whole molecules or residues (e.g. 'resname LIG' or 'residue 100 to 102')."
+            f"region {region!r} cuts {len(cut)} covalent bond(s) ({shown}); pass link_atoms=True to cap them with "
+            "hydrogens, or select whole molecules or residues (e.g. 'resname LIG' or 'residue 100 to 102')."
         )
+    links = link_atoms_for(molecular_system, indices, cut) if cut else None
     plugin = load_plugin(model) if isinstance(model, str) else model
     atomic_numbers = molecular_system.atomic_numbers[indices]
-    total_charge = molecular_system.total_charge(indices)
-    plugin.check_region(atomic_numbers, total_charge)
+    model_numbers = atomic_numbers if links is None else np.concatenate([atomic_numbers, links.atomic_numbers])
+    total_charge = molecular_system.total_charge(indices)  # the link hydrogens are neutral caps
+    plugin.check_region(model_numbers, total_charge)
     if embedding == "electrostatic" and not plugin.provides_charges:
         raise InputError(
             f"model '{plugin.name}' predicts no atomic charges, which electrostatic embedding needs; "
             "use embedding='mechanical' or a model with charges (aimnet2)."
         )
     model_options = dict(model_options or {})
-    region_model = plugin.create_model(atomic_numbers.tolist(), total_charge, **model_options)
+    region_model = plugin.create_model(model_numbers.tolist(), total_charge, **model_options)
 
     system = _copy_system(molecular_system.system)
     for force in system.getForces():
         force.setForceGroup(forcegroups.MM_FAST)
     periodic = system.usesPeriodicBoundaryConditions()
     anchor = central_atom(torch.as_tensor(molecular_system.positions[indices]))
-    if embedding == "mechanical":
+    if embedding == "mechanical" and links is None:
         module = create_ml_module(region_model, indices, system.getNumParticles(), periodic, anchor)
+    elif embedding == "mechanical":
+        module = create_linked_module(region_model, indices, links, system.getNumParticles(), periodic, anchor)
     else:
         module = torch.jit.script(_electrostatic_module(system, region_model, indices, periodic, coupling_cutoff,
-                                                        polarization, atomic_numbers, anchor))
+                                                        polarization, atomic_numbers, anchor, links,
+                                                        molecular_system.topology))
     for force in _correction_forces(system, module, indices, periodic, lambda_value):
         system.addForce(force)
+    coordinates = ml_coordinates(indices, links, molecular_system.positions, molecular_system.box_vectors, anchor)
     with torch.no_grad():
-        outputs = region_model(torch.as_tensor(molecular_system.positions[indices], dtype=torch.float32))
+        outputs = region_model(coordinates.to(torch.float32))
     return MixedSystem(system, molecular_system, indices, embedding, plugin.name, model_options, region_model,
-                       reports_std="energy_std" in outputs)
+                       reports_std="energy_std" in outputs, link_atoms=links)
 
 
 def _correction_forces(system, module, indices, periodic, lambda_value) -> list[openmm.Force]:
@@ -234,7 +246,7 @@ def _correction_forces(system, module, indices, periodic, lambda_value) -> list[
 
 
 def _electrostatic_module(system, region_model, indices, periodic, coupling_cutoff, polarization, atomic_numbers,
-                          anchor):
+                          anchor, links, topology):
     from ..units import value_in
     from .electrostatic import ElectrostaticEmbedding, polarizabilities_nm3
 
@@ -244,9 +256,12 @@ def _electrostatic_module(system, region_model, indices, periodic, coupling_cuto
     nonbonded = nonbonded[0]
     charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
                         for i in range(system.getNumParticles())])
-    inside = np.zeros(system.getNumParticles(), dtype=bool)
-    inside[indices] = True
-    environment = np.flatnonzero(~inside & (charges != 0.0))
+    if links is None:
+        coupled = charges.copy()
+        coupled[indices] = 0.0
+    else:
+        coupled = redistributed_charges(topology, charges, indices, links)
+    environment = np.flatnonzero(coupled != 0.0)
     if coupling_cutoff is None:
         uses_cutoff = nonbonded.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff
         cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer) if uses_cutoff else 1.2
@@ -261,8 +276,8 @@ def _electrostatic_module(system, region_model, indices, periodic, coupling_cuto
     if cutoff <= 0:
         raise InputError(f"coupling cutoff {cutoff} nm must be positive.")
     alpha = polarizabilities_nm3(atomic_numbers) if polarization else None
-    return ElectrostaticEmbedding(region_model, indices, environment, charges[environment], charges[indices],
-                                  cutoff, periodic, alpha, anchor)
+    return ElectrostaticEmbedding(region_model, indices, environment, coupled[environment], charges[indices],
+                                  cutoff, periodic, alpha, anchor, links)
 
 
 def _copy_system(system: openmm.System) -> openmm.System:

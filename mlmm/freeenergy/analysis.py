@@ -8,6 +8,8 @@ Inputs are in kT; results are reported in kJ/mol (and kT where useful).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +100,18 @@ def decorrelate(reduced_potentials: np.ndarray, index: int) -> np.ndarray:
     return t0 + np.asarray(kept, dtype=int)
 
 
+@contextlib.contextmanager
+def _quiet_pymbar():
+    """Silence pymbar's solver chatter (it retries other solvers on small subsets of the data)."""
+    logger = logging.getLogger("pymbar")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _mbar(u_blocks: list[np.ndarray]):
     """Solve MBAR for per-window blocks u[k] of shape (K, n_k); returns (f_k, df_k, mbar)."""
     import pymbar
@@ -133,7 +147,8 @@ def mbar_analysis(windows, kT: float, state_labels=None) -> MBARResult:
             for block in blocks:
                 m = max(2, int(np.ceil(fraction * block.shape[1])))
                 part.append(block[:, :m] if direction == "forward" else block[:, -m:])
-            fp, dfp, _ = _mbar(part)
+            with _quiet_pymbar():
+                fp, dfp, _ = _mbar(part)
             values.append(fp[-1] * kT)
             errors.append(dfp[-1] * kT)
         convergence[direction] = np.array(values)

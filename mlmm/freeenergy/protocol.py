@@ -193,9 +193,9 @@ PRESETS: dict[str, dict] = {
         sterics_lambdas=(1.0, 0.6, 0.3, 0.0), neq_switches=4, neq_steps=20,
     ),
     "quick": dict(
-        minimization_steps=200, equilibration_steps=1000, samples_per_window=100, steps_per_sample=50,
-        endstate_lambdas=(0.0, 0.25, 0.5, 0.75, 1.0), electrostatics_lambdas=(1.0, 0.5, 0.0),
-        sterics_lambdas=(1.0, 0.75, 0.5, 0.35, 0.2, 0.1, 0.0), neq_switches=0, neq_steps=100,
+        minimization_steps=200, equilibration_steps=500, samples_per_window=60, steps_per_sample=50,
+        endstate_lambdas=(0.0, 0.5, 1.0), electrostatics_lambdas=(1.0, 0.5, 0.0),
+        sterics_lambdas=(1.0, 0.75, 0.5, 0.35, 0.2, 0.1, 0.0), neq_switches=0, neq_steps=200,
     ),
     "production": dict(
         minimization_steps=1000, equilibration_steps=50_000, samples_per_window=1000, steps_per_sample=500,

@@ -19,7 +19,7 @@ import openmm
 import openmm.unit as u
 
 from ..errors import InputError
-from ..splitting import ENSEMBLES
+from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, ENSEMBLES
 from ..units import parse_time_ps, value_in
 
 EMBEDDINGS = ("mechanical", "electrostatic")
@@ -47,8 +47,8 @@ class RunConfig:
     embedding: str = "mechanical"
     region: str | None = None  # ML region: a region name, "resname XYZ" or an MDTraj selection; None: "ligand"
     model_options: dict = field(default_factory=dict)
-    mts_factor: int = 1  # k: ML correction every k inner steps
-    inner_timestep: float = 0.002  # ps
+    mts_factor: int = DEFAULT_MTS_FACTOR  # k: ML correction every k inner steps
+    inner_timestep: float = DEFAULT_INNER_TIMESTEP_FS * 1e-3  # ps
     temperature: float = 300.0  # K
     friction: float = 1.0  # 1/ps
     pressure: float | None = None  # bar; None: constant volume

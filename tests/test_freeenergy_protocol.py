@@ -1,0 +1,123 @@
+"""Protocol presets and files, lambda states, FreeSolv access, seeds: fast checks, no simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import openmm.unit as u
+import pytest
+
+import mlmm  # noqa: F401  (imports torch before openmm)
+
+from mlmm.errors import InputError
+from mlmm.freeenergy import (
+    PRESETS, Protocol, decoupling_states, devset_ids, endstate_states, error_statistics,
+    freesolv_entries, freesolv_path, load_freesolv, task_seed,
+)
+from mlmm.freeenergy.states import describe_state
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_and_ordered_by_cost(name):
+    protocol = Protocol.preset(name)
+    assert protocol.name == name
+    assert protocol.endstate_lambdas[0] == 0.0 and protocol.endstate_lambdas[-1] == 1.0
+    costs = {n: Protocol.preset(n).steps_per_window for n in PRESETS}
+    assert costs["smoke"] < costs["quick"] < costs["production"]
+
+
+def test_protocol_yaml_round_trip_and_overrides(tmp_path):
+    quick = Protocol.preset("quick")
+    path = tmp_path / "p.yaml"
+    quick.replace(samples_per_window=77, temperature=310 * u.kelvin).to_yaml(path)
+    loaded = Protocol.load(path)
+    assert loaded.samples_per_window == 77 and loaded.temperature == pytest.approx(310.0)
+    assert loaded.sterics_lambdas == quick.sterics_lambdas
+    (tmp_path / "q.yaml").write_text("preset: smoke\nseed: 5\ntimestep: 0.001\n")
+    small = Protocol.load(tmp_path / "q.yaml")
+    assert (small.seed, small.timestep, small.samples_per_window) == (5, 0.001, PRESETS["smoke"]["samples_per_window"])
+    assert quick.kT == pytest.approx(0.00831446261815324 * 298.15)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"endstate_lambdas": (0.0, 0.5)}, "endstate_lambdas"),
+    ({"sterics_lambdas": (1.0, 0.5, 0.7, 0.0)}, "monotonically"),
+    ({"electrostatics_lambdas": (0.0, 1.0)}, "electrostatics_lambdas"),
+    ({"timestep": -0.002}, "timestep"),
+    ({"neq_switches": 500}, "neq_switches"),
+    ({"pressure": 0.0}, "pressure"),
+    ({"samples": 3}, "unknown protocol field"),
+])
+def test_bad_protocols_are_refused_with_the_field_named(changes, words):
+    with pytest.raises(InputError, match=words):
+        Protocol.preset("quick").replace(**changes)
+
+
+def test_bad_protocol_names_and_files(tmp_path):
+    with pytest.raises(InputError, match="preset"):
+        Protocol.load("fastest")
+    (tmp_path / "bad.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(InputError, match="mapping"):
+        Protocol.load(tmp_path / "bad.yaml")
+
+
+def test_lambda_states():
+    states = decoupling_states((1.0, 0.5, 0.0), (1.0, 0.5, 0.0))
+    assert [describe_state(s) for s in states] == [
+        {"lambda_electrostatics": 1.0, "lambda_sterics": 1.0},
+        {"lambda_electrostatics": 0.5, "lambda_sterics": 1.0},
+        {"lambda_electrostatics": 0.0, "lambda_sterics": 1.0},
+        {"lambda_electrostatics": 0.0, "lambda_sterics": 0.5},
+        {"lambda_electrostatics": 0.0, "lambda_sterics": 0.0},
+    ]
+    assert [describe_state(s) for s in endstate_states((0.0, 1.0))] == [{"lambda_ml": 0.0}, {"lambda_ml": 1.0}]
+    with pytest.raises(ValueError):
+        endstate_states((0.0, 1.5))
+
+
+def test_task_seeds_depend_on_labels_not_order():
+    seeds = {task_seed(7, "mol", "leg", k) for k in range(200)}
+    assert len(seeds) == 200 and all(1 <= s < 2**30 for s in seeds)
+    assert task_seed(7, "mol", "leg", 3) == task_seed(7, "mol", "leg", 3) != task_seed(8, "mol", "leg", 3)
+
+
+def test_freesolv_database_and_devset():
+    database = load_freesolv()
+    assert len(database) == 642
+    methanol = database["mobley_1636752"]
+    assert methanol.smiles == "CO"
+    assert methanol.experimental == pytest.approx(-5.10 * 4.184) and methanol.gaff == pytest.approx(-3.49 * 4.184)
+    # the database's GAFF column over all 642 molecules (RMSE 1.54, MUE 1.11 kcal/mol)
+    stats = error_statistics([e.gaff for e in database.values()], [e.experimental for e in database.values()])
+    assert stats["rmse_kcal_per_mol"] == pytest.approx(1.54, abs=0.01)
+    assert stats["mue_kcal_per_mol"] == pytest.approx(1.11, abs=0.01)
+
+    ids = devset_ids()
+    assert len(ids) == len(set(ids)) == 10
+    entries = freesolv_entries(ids)
+    elements = set()
+    for entry in entries:
+        from rdkit import Chem
+
+        molecule = Chem.MolFromSmiles(entry.smiles)
+        assert Chem.GetFormalCharge(molecule) == 0, entry
+        elements |= {atom.GetSymbol() for atom in molecule.GetAtoms()}
+    assert elements >= {"C", "N", "O", "F", "P", "S", "Cl", "Br", "I"}
+
+
+def test_freesolv_location_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLMM_FREESOLV", str(tmp_path / "missing.txt"))
+    with pytest.raises(InputError, match="MLMM_FREESOLV"):
+        freesolv_path()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("mobley_1; CO; methanol\n")
+    with pytest.raises(InputError, match="fields"):
+        load_freesolv(bad)
+    monkeypatch.delenv("MLMM_FREESOLV")
+    with pytest.raises(InputError, match="mobley_0000"):
+        freesolv_entries(["mobley_0000"])
+
+
+def test_error_statistics():
+    stats = error_statistics([1.0, -1.0, 3.0], [0.0, 0.0, 0.0])
+    assert stats["rmse"] == pytest.approx(np.sqrt(11 / 3)) and stats["mue"] == pytest.approx(5 / 3)
+    assert stats["mse"] == pytest.approx(1.0) and stats["rmse_kcal_per_mol"] == pytest.approx(np.sqrt(11 / 3) / 4.184)
