@@ -32,6 +32,7 @@ import json
 import math
 import secrets
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -98,7 +99,7 @@ def run(config: RunConfig, molecular_system: MolecularSystem | None = None, over
     folder.mkdir(parents=True)
     _write_run_file(folder, config, prepared)
     molecular_system.save(folder / SYSTEM_FOLDER)
-    _minimize_and_equilibrate(prepared, config)
+    _minimize_and_equilibrate(prepared, config, progress)
     write_checkpoint(folder, prepared.context)
     return _production(prepared, config, folder, start_step=0, progress=progress)
 
@@ -164,26 +165,44 @@ def _write_run_file(folder: Path, config: RunConfig, prepared: PreparedRun) -> N
     write_text_atomic(folder / RUN_FILE, json.dumps(record, indent=1) + "\n")
 
 
-def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig) -> None:
+def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
     context = prepared.context
     if config.minimize:
         integrator = context.getIntegrator()
         if prepared.mixed is not None:
             # relax the MM environment first at MM cost: the minimizer evaluates only the integration groups
             integrator.setIntegrationForceGroups({MM_FAST})
-            openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
+            _minimize(context, config, "minimizing (MM)", progress)
             integrator.setIntegrationForceGroups({MM_FAST, ML_SLOW})
-        openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
+        _minimize(context, config, "minimizing" if prepared.mixed is None else "minimizing (ML/MM)", progress)
     context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1)
     done, total = 0, config.equilibration_steps
-    while done < total:
-        chunk = min(_EQUILIBRATION_CHUNK, total - done)
-        _advance(context, chunk, "equilibration", None)
-        done += chunk
-        state = context.getState(getEnergy=True)
-        _check_stable(state, prepared, config, f"equilibration step {done}", None)
+    with tqdm(total=total, unit="step", desc="equilibration", disable=not progress or total == 0,
+              dynamic_ncols=True) as bar:
+        while done < total:
+            chunk = min(_EQUILIBRATION_CHUNK, total - done)
+            _advance(context, chunk, "equilibration", None)
+            done += chunk
+            state = context.getState(getEnergy=True)
+            _check_stable(state, prepared, config, f"equilibration step {done}", None)
+            bar.update(chunk)
     context.setTime(0.0)
     context.setStepCount(0)
+
+
+def _minimize(context: openmm.Context, config: RunConfig, label: str, progress: bool) -> None:
+    """Local energy minimization with a one-line report of the energy before and after (kJ/mol)."""
+    def energy():
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+
+    before = energy()
+    if progress:
+        print(f"{label}: {before:.1f} kJ/mol ...", end="", file=sys.stderr, flush=True)
+    openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
+    if progress:
+        print(f" {energy():.1f} kJ/mol", file=sys.stderr, flush=True)
 
 
 def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_step: int, progress: bool) -> RunResult:
