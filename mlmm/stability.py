@@ -78,7 +78,7 @@ def region_free_bonds(molecular_system, region: np.ndarray, system: openmm.Syste
 
 def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_ps: float,
                       model: str = "aimnet2", platform: str = "CPU", report_ps: float = 0.1,
-                      seed: int = 2024, equilibration_ps: float = 1.0, minimize_iterations: int = 500) -> dict:
+                      seed: int = 2024, equilibration_ps: float = 1.0, minimize_iterations: int = 100) -> dict:
     """Run one configuration and return its metrics (see the module docstring).
 
     After minimization, ``equilibration_ps`` of NVT with the same integrator is run and

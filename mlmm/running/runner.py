@@ -61,6 +61,10 @@ FINAL_PDB = "final.pdb"
 EXPLOSION_TEMPERATURE_FACTOR = 5.0
 EXPLOSION_TEMPERATURE_FLOOR = 2000.0  # K
 _EQUILIBRATION_CHUNK = 100  # steps between stability checks during equilibration
+# The ML/MM stage of minimization follows a full MM minimization and is capped: a model's
+# float32 energy (about -7e5 kJ/mol for a small ligand, resolved to ~0.05 kJ/mol) keeps L-BFGS
+# from meeting a tight force tolerance, and it would spend its whole budget in line searches.
+ML_MINIMIZE_MAX_ITERATIONS = 100
 
 
 @dataclass
@@ -174,9 +178,11 @@ def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress
         if prepared.mixed is not None:
             # relax the MM environment first at MM cost: the minimizer evaluates only the integration groups
             integrator.setIntegrationForceGroups({MM_FAST})
-            _minimize(context, config, "minimizing (MM)", progress)
+            _minimize(context, config, "minimizing (MM)", progress, config.minimize_max_iterations)
             integrator.setIntegrationForceGroups({MM_FAST, ML_SLOW})
-        _minimize(context, config, "minimizing" if prepared.mixed is None else "minimizing (ML/MM)", progress)
+            _minimize(context, config, "minimizing (ML/MM)", progress, _ml_iterations(config.minimize_max_iterations))
+        else:
+            _minimize(context, config, "minimizing", progress, config.minimize_max_iterations)
     context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1)
     done, total = 0, config.equilibration_steps
     with tqdm(total=total, unit="step", desc="equilibration", disable=not progress or total == 0,
@@ -192,7 +198,12 @@ def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress
     context.setStepCount(0)
 
 
-def _minimize(context: openmm.Context, config: RunConfig, label: str, progress: bool) -> None:
+def _ml_iterations(max_iterations: int) -> int:
+    """Iteration cap of the ML/MM minimization stage (0 means unlimited in OpenMM)."""
+    return ML_MINIMIZE_MAX_ITERATIONS if max_iterations == 0 else min(max_iterations, ML_MINIMIZE_MAX_ITERATIONS)
+
+
+def _minimize(context: openmm.Context, config: RunConfig, label: str, progress: bool, max_iterations: int) -> None:
     """Local energy minimization with a one-line report of the energy before and after (kJ/mol)."""
     def energy():
         return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
@@ -200,7 +211,7 @@ def _minimize(context: openmm.Context, config: RunConfig, label: str, progress: 
     before = energy()
     if progress:
         print(f"{label}: {before:.1f} kJ/mol ...", end="", file=sys.stderr, flush=True)
-    openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, config.minimize_max_iterations)
+    openmm.LocalEnergyMinimizer.minimize(context, config.minimize_tolerance, max_iterations)
     if progress:
         print(f" {energy():.1f} kJ/mol", file=sys.stderr, flush=True)
 
