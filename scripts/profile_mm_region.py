@@ -1,6 +1,7 @@
 """What the MMRegion subtraction costs, and what a region-only version of it would cost.
 
     python scripts/profile_mm_region.py SYSTEM [--steps 20] [--repeats 5] [--threads 2]
+    python scripts/profile_mm_region.py SYSTEM --bench direct --json after.json
 
 SYSTEM is a recipe name in systems/, a recipe file or a saved folder.
 
@@ -23,12 +24,14 @@ ways to compute the same subtraction, all in force group ML_SLOW:
 
 For each it prints the slow-group energy and force differences from ``pme_copy``, the time
 of one evaluation of the subtraction alone, and the ms per inner step of MM alone and of
-ML/MM with MTS (k = 4) on the CPU platform, timed in interleaved rounds.
+ML/MM with MTS (k = 4) on the CPU platform, timed in interleaved rounds. With ``--bench``
+it runs the complete ``mlmm bench`` instead, with the subtraction built one way.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
 import os
@@ -152,22 +155,43 @@ def direct_forces(system, region, lambda_value):
     return result
 
 
-def build_variant(molecular_system, variant):
-    """create_mixed_system with the MMRegion subtraction built the ``variant`` way."""
+@contextlib.contextmanager
+def mm_region_variant(variant: str):
+    """Within the block, create_mixed_system builds the MMRegion subtraction the ``variant`` way."""
     original_forces = mixed_module.region_mm_forces
     original_correction = mixed_module._correction_forces
+    if variant == "cv_pairs":
+        mixed_module.region_mm_forces = cv_pairs_forces
+    elif variant == "direct":
+        def correction(system, module, indices, periodic, lambda_value):
+            ml_force = original_correction(system, module, indices, periodic, lambda_value)[0]
+            return [ml_force, *direct_forces(system, indices, lambda_value)]
+        mixed_module._correction_forces = correction
+    elif variant != "pme_copy":
+        raise ValueError(f"unknown variant {variant!r}")
     try:
-        if variant == "cv_pairs":
-            mixed_module.region_mm_forces = cv_pairs_forces
-        elif variant == "direct":
-            def correction(system, module, indices, periodic, lambda_value):
-                ml_force = original_correction(system, module, indices, periodic, lambda_value)[0]
-                return [ml_force, *direct_forces(system, indices, lambda_value)]
-            mixed_module._correction_forces = correction
-        return mixed_module.create_mixed_system(molecular_system)
+        yield
     finally:
         mixed_module.region_mm_forces = original_forces
         mixed_module._correction_forces = original_correction
+
+
+def build_variant(molecular_system, variant):
+    """create_mixed_system with the MMRegion subtraction built the ``variant`` way."""
+    with mm_region_variant(variant):
+        return mixed_module.create_mixed_system(molecular_system)
+
+
+def run_bench(system: str, variant: str, json_path: str, steps: int, repeats: int) -> None:
+    """The complete ``mlmm bench`` of one system with the subtraction built the ``variant`` way."""
+    from mlmm.bench import BenchmarkSettings, markdown_table, run_benchmarks, write_json
+
+    with mm_region_variant(variant):
+        report = run_benchmarks([system], BenchmarkSettings(steps=steps, repeats=repeats), progress=False)
+    report["settings"]["mm_region_variant"] = variant
+    write_json(report, json_path)
+    print(f"MMRegion variant {variant}, load average {os.getloadavg()[0]:.1f}")
+    print(markdown_table(report))
 
 
 def main() -> None:
@@ -178,7 +202,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="OpenMM CPU threads")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--mts", type=int, default=4)
+    parser.add_argument("--bench", metavar="VARIANT", choices=("pme_copy", "cv_pairs", "direct"),
+                        help="instead: run the whole mlmm bench with this variant (JSON to --json)")
+    parser.add_argument("--json", default="bench-mm-region.json")
     args = parser.parse_args()
+    if args.bench:
+        run_bench(args.system, args.bench, args.json, args.steps, args.repeats)
+        return
     torch.set_num_threads(args.torch_threads)
     name, molecular_system = resolve_system(args.system)
     platform = openmm.Platform.getPlatformByName("CPU")

@@ -24,7 +24,7 @@ import openmm
 import torch
 
 from mlmm.bench import timing
-from mlmm.bench.harness import BenchmarkSettings, _minimized_positions, _whole_region_positions, resolve_system
+from mlmm.bench.harness import _minimized_positions, _whole_region_positions, resolve_system
 from mlmm.embedding.mixed import create_mixed_system
 from mlmm.splitting import assign_force_groups, make_integrator
 
@@ -38,7 +38,6 @@ def main() -> None:
     parser.add_argument("--mts", type=int, default=4)
     args = parser.parse_args()
     configs = [tuple(int(x) for x in text.split("x")) for text in args.configs]
-    settings = BenchmarkSettings()
     name, molecular_system = resolve_system(args.system)
     platform = openmm.Platform.getPlatformByName("CPU")
     positions = _minimized_positions(molecular_system, platform, {}, 50)
@@ -77,7 +76,6 @@ def main() -> None:
         medians = {row: timing.median(values) for row, values in rows_.items()}
         print(f"{key[0]} x {key[1]:<18d} | " + " | ".join(f"{medians[row]:10.2f}" for row in medians)
               + f" | {medians['mm'] / medians['mts']:.2f}")
-    del settings
 
 
 if __name__ == "__main__":

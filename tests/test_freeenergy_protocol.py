@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import openmm.unit as u
 import pytest
+import torch
 
 import mlmm  # noqa: F401  (imports torch before openmm)
+import openmm
 
 from mlmm.errors import InputError
 from mlmm.freeenergy import (
-    PRESETS, Protocol, decoupling_states, devset_ids, endstate_states, error_statistics,
-    freesolv_entries, freesolv_path, load_freesolv, task_seed,
+    PRESETS, Leg, Protocol, SerializedSystem, decoupling_leg, decoupling_states, devset_ids, endstate_leg,
+    endstate_states, error_statistics, freesolv_entries, freesolv_path, load_freesolv, task_seed,
 )
 from mlmm.freeenergy.states import describe_state
 
@@ -121,3 +123,31 @@ def test_error_statistics():
     stats = error_statistics([1.0, -1.0, 3.0], [0.0, 0.0, 0.0])
     assert stats["rmse"] == pytest.approx(np.sqrt(11 / 3)) and stats["mue"] == pytest.approx(5 / 3)
     assert stats["mse"] == pytest.approx(1.0) and stats["rmse_kcal_per_mol"] == pytest.approx(np.sqrt(11 / 3) / 4.184)
+
+
+class Quadratic(torch.nn.Module):
+    def forward(self, positions):
+        return (positions**2).sum()
+
+
+def test_systems_with_a_torch_force_travel_as_recipes_not_xml():
+    import openmmtorch
+
+    system = openmm.System()
+    system.addParticle(1.0)
+    system.addForce(openmmtorch.TorchForce(torch.jit.script(Quadratic())))
+    with pytest.raises(InputError, match="MixedSystemRecipe"):
+        SerializedSystem.from_system(system)
+
+
+def test_leg_construction_errors(toluene_vacuum):
+    protocol = Protocol.preset("smoke")
+    with pytest.raises(InputError, match="at least two"):
+        Leg("one", SerializedSystem.from_system(toluene_vacuum.system), toluene_vacuum.positions, None,
+            endstate_states((0.0,)))
+    with pytest.raises(InputError, match="matches no atoms"):
+        decoupling_leg(toluene_vacuum, protocol, region="resname XYZ")
+    with pytest.raises(InputError, match="ML model"):
+        endstate_leg(toluene_vacuum, None, "mechanical", protocol)
+    # the solute alone in vacuum: only the electrostatics windows (sterics would all be one state)
+    assert decoupling_leg(toluene_vacuum, protocol).n_states == len(protocol.electrostatics_lambdas)

@@ -6,7 +6,9 @@ Rows (:data:`ROWS`), all on the same system, platform, thread settings and start
 - ``torchforce``: ML/MM (:func:`mlmm.embedding.create_mixed_system`, mechanical embedding),
   the TorchForce and the MM force field every inner step (k = 1);
 - ``mts``: the same System with difference splitting, the ML correction every
-  ``mts_factor`` inner steps (``MTSLangevinIntegrator``, :func:`mlmm.splitting.make_integrator`);
+  ``mts_factor`` inner steps (``MTSLangevinIntegrator``, :func:`mlmm.splitting.make_integrator`;
+  k and the inner step default to mlmm's run defaults, :data:`mlmm.splitting.DEFAULT_MTS_FACTOR`
+  and :data:`~mlmm.splitting.DEFAULT_INNER_TIMESTEP_FS`);
 - ``pythonforce``: the same physics with the ML energy through ``openmm.PythonForce`` and host
   copies each step (:mod:`mlmm.bench.host_copy`), k = 1;
 - ``model``: the bare region model, energy and forces, outside OpenMM.
@@ -41,14 +43,12 @@ import torch
 from .. import forcegroups
 from ..errors import InputError, SimulationError
 from ..molecular_system import MolecularSystem
-from ..splitting import assign_force_groups, make_integrator
+from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
 from . import timing
 from .host_copy import create_host_copy_system
 
 #: every row, in the order they are timed and shown
 ROWS = ("mm", "torchforce", "mts", "pythonforce", "model")
-#: MTS factor of the ``mts`` row: neither mlmm.splitting nor mlmm.running defines a default k > 1
-DEFAULT_MTS_FACTOR = 4
 #: the systems benchmarked by default, recipes in the repository's systems/ folder
 DEFAULT_SYSTEMS = ("toluene-water", "t4l-toluene")
 SYSTEMS_FOLDER = Path(__file__).resolve().parents[2] / "systems"
@@ -69,11 +69,11 @@ class BenchmarkSettings:
     a model call became 15 times slower.
     """
 
-    steps: int = 50
+    steps: int = 20
     repeats: int = 5
     warmup: int = 10
     mts_factor: int = DEFAULT_MTS_FACTOR
-    inner_timestep: float = 0.002
+    inner_timestep: float = DEFAULT_INNER_TIMESTEP_FS * 1e-3
     temperature: float = 300.0
     friction: float = 1.0
     platform: str | None = None  # None: CUDA when present, else CPU
@@ -130,7 +130,11 @@ def ns_per_day(ms_per_inner_step: float, inner_timestep_ps: float) -> float:
 
 
 def resolve_system(spec: str | Path, progress: bool = False) -> tuple[str, MolecularSystem]:
-    """Name and MolecularSystem of ``spec``: a recipe name in systems/ (``toluene-water``), a recipe file or a saved folder."""
+    """Name and MolecularSystem of ``spec``.
+
+    ``spec`` is a recipe name in the repository's systems/ folder (``toluene-water``, built
+    here), a recipe file or a saved system folder (``mlmm build``).
+    """
     from ..running.setup import load_input
 
     path = Path(spec)
@@ -203,15 +207,46 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
     say = progress.set_postfix_str if progress is not None else (lambda text: None)
     platform = openmm.Platform.getPlatformByName(settings.platform_name)
     properties = settings.platform_properties()
-    device = "cuda" if platform.getName() == "CUDA" else "cpu"
-    needs_ml = any(row != "mm" for row in settings.rows)
 
     say("minimizing (MM)")
     positions = _minimized_positions(molecular_system, platform, properties, settings.minimize_iterations)
-
+    needs_ml = any(row != "mm" for row in settings.rows)
     mixed = create_mixed_system(molecular_system, settings.model, settings.region) if needs_ml else None
-    region_atoms = int(len(mixed.region)) if mixed is not None else 0
-    result = SystemBenchmark(name, molecular_system.n_atoms, region_atoms, platform.getName())
+    result = SystemBenchmark(name, molecular_system.n_atoms, int(len(mixed.region)) if mixed else 0, platform.getName())
+
+    samples, result.consistency = _time_rows(molecular_system, mixed, positions, platform, properties, settings,
+                                             name, progress)
+    k = settings.mts_factor
+    for row in settings.rows:
+        value = timing.median(sample.wall_ms for sample in samples[row])
+        entry = {"ms_per_step": value, "ns_per_day": ns_per_day(value, settings.inner_timestep),
+                 "cpu_ms_per_step": timing.median(sample.cpu_ms for sample in samples[row]),
+                 "samples_ms_per_step": [sample.wall_ms for sample in samples[row]]}
+        if row == "mts":
+            entry.update(mts_factor=k, ms_per_outer_step=value * k)
+        if row == "model":
+            entry["ms_per_call"] = value
+        result.rows[row] = entry
+
+    if mixed is not None:
+        say("timing the parts of the ML/MM force field")
+        result.breakdown_ms_per_evaluation, result.breakdown_cpu_ms_per_evaluation = _breakdown(
+            mixed, positions, platform, properties, settings)
+    result.ratios = _ratios(result.rows, result.breakdown_ms_per_evaluation)
+    return result
+
+
+def _time_rows(molecular_system, mixed, positions, platform, properties, settings, name, progress):
+    """Create each row's Context, compare the two ML paths, warm up, then time interleaved rounds.
+
+    Returns the timings of every row (one :class:`~mlmm.bench.timing.Timing` per round) and
+    the TorchForce/PythonForce comparison (empty unless both rows are timed). The Contexts
+    are freed on return.
+    """
+    from ..embedding.mixed import create_mixed_system
+
+    say = progress.set_postfix_str if progress is not None else (lambda text: None)
+    device = "cuda" if platform.getName() == "CUDA" else "cpu"
 
     def context(system, mts_factor):
         integrator = make_integrator(settings.temperature, settings.friction, settings.inner_timestep, mts_factor,
@@ -238,9 +273,10 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
                 create_mixed_system(molecular_system, settings.model, settings.region), device)
             rows[row] = _Row(context(host_system, 1), settings.steps, 1)
 
+    consistency = {}
     if "torchforce" in rows and "pythonforce" in rows:
         say("comparing TorchForce and PythonForce")
-        result.consistency = compare_forces(rows["torchforce"].context, rows["pythonforce"].context)
+        consistency = compare_forces(rows["torchforce"].context, rows["pythonforce"].context)
 
     region_positions = None
     if "model" in settings.rows:
@@ -265,28 +301,9 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
                 samples[row].append(rows[row].time_block())
             if progress is not None:
                 progress.update(1)
-
-    for name_, row in rows.items():
-        _check_finite(row.context, name_, result.name)
-    del rows  # free the row Contexts before the breakdown re-groups the mixed System's forces
-
-    for row in settings.rows:
-        value = timing.median(sample.wall_ms for sample in samples[row])
-        entry = {"ms_per_step": value, "ns_per_day": ns_per_day(value, settings.inner_timestep),
-                 "cpu_ms_per_step": timing.median(sample.cpu_ms for sample in samples[row]),
-                 "samples_ms_per_step": [sample.wall_ms for sample in samples[row]]}
-        if row == "mts":
-            entry.update(mts_factor=k, ms_per_outer_step=value * k)
-        if row == "model":
-            entry["ms_per_call"] = value
-        result.rows[row] = entry
-
-    if mixed is not None:
-        say("timing the parts of the ML/MM force field")
-        result.breakdown_ms_per_evaluation, result.breakdown_cpu_ms_per_evaluation = _breakdown(
-            mixed, positions, platform, properties, settings)
-    result.ratios = _ratios(result.rows, result.breakdown_ms_per_evaluation)
-    return result
+    for row, timed in rows.items():
+        _check_finite(timed.context, row, name)
+    return samples, consistency
 
 
 def compare_forces(context_a: openmm.Context, context_b: openmm.Context,

@@ -18,6 +18,7 @@ import json
 import os
 import platform as host_platform
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..atomic_io import write_bytes_atomic, write_text_atomic
@@ -52,11 +53,8 @@ def machine_info(platform_name: str, threads: int | None, torch_threads: int | N
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
     try:
-        import openmmtorch  # noqa: F401
-        from importlib.metadata import version
-
         info["openmmtorch"] = version("openmmtorch")
-    except Exception:  # the version is informative only
+    except PackageNotFoundError:
         info["openmmtorch"] = None
     if platform_name == "CUDA" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

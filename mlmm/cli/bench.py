@@ -35,8 +35,9 @@ def register(subparsers) -> None:
                         help="few steps and repeats, toluene-water only unless --systems is given")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="draw ns/day per row and system (png, pdf, svg)")
-    parser.add_argument("--rows", nargs="+", choices=ROWS, metavar="ROW", help=f"rows to time (default: all of {', '.join(ROWS)})")
-    parser.add_argument("--steps", type=int, help="inner steps (model: calls) per timed block (default 50; quick 10)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, metavar="ROW",
+                        help=f"rows to time (default: all of {', '.join(ROWS)})")
+    parser.add_argument("--steps", type=int, help="inner steps (model: calls) per timed block (default 20; quick 10)")
     parser.add_argument("--repeats", type=int, help="timed blocks per row; the median is reported (default 5; quick 3)")
     parser.add_argument("--warmup", type=int, help="inner steps before timing (default 10; quick 3)")
     parser.add_argument("-k", "--mts", type=int, dest="mts_factor",
@@ -45,7 +46,8 @@ def register(subparsers) -> None:
     parser.add_argument("--region", help="ML region (default ligand)")
     parser.add_argument("--platform", help="OpenMM platform (default: CUDA when present, else CPU)")
     parser.add_argument("--threads", type=int, help="OpenMM CPU platform threads (default: OpenMM's)")
-    parser.add_argument("--torch-threads", type=int, help="PyTorch intra-op threads (default 1: fastest on a shared CPU)")
+    parser.add_argument("--torch-threads", type=int,
+                        help="PyTorch intra-op threads (default 1: fastest on a shared CPU)")
     parser.add_argument("--minimize-iterations", type=int, help="MM minimization before timing (default 200; quick 50)")
     parser.add_argument("--no-progress", action="store_false", dest="progress", help="no progress display")
     parser.set_defaults(handler=handle)

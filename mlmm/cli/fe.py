@@ -172,7 +172,8 @@ def run_hydration(args: argparse.Namespace) -> int:
         for result in report.results:
             for leg in result.legs.values():
                 plot_leg(leg, Path(args.plots) / result.molecule.id)
-        plot_hydration(report, Path(args.plots) / "hydration.png")
+        if any(result.molecule.experimental is not None for result in report.results):
+            plot_hydration(report, Path(args.plots) / "hydration.png")
     if args.json:
         _write_json(args.json, report.to_dict())
     return 0

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..regions import bonds_cut_by
 from ..torch_geometry import make_whole
 
 #: standard X-H bond lengths (nm) by atomic number of the capped atom Q1
@@ -80,11 +81,6 @@ class LinkAtoms:
     def atomic_numbers(self) -> np.ndarray:
         return np.full(len(self), LINK_ATOMIC_NUMBER, dtype=np.int64)
 
-    def positions(self, positions: np.ndarray) -> np.ndarray:
-        """Link-atom positions (L, 3) nm from whole positions of all atoms (N, 3) nm."""
-        inner, outer = positions[self.inner], positions[self.outer]
-        return inner + self.ratios[:, None] * (outer - inner)
-
     def to_dict(self) -> dict:
         return {"inner": self.inner.tolist(), "outer": self.outer.tolist(), "ratios": self.ratios.tolist()}
 
@@ -94,12 +90,13 @@ class LinkAtoms:
                    np.array(data["ratios"], dtype=np.float64))
 
 
-def link_atoms_for(molecular_system, region: np.ndarray, cut_bonds: list[tuple[int, int]]) -> LinkAtoms:
-    """Link atoms capping ``cut_bonds`` ((Q1, M1) pairs, see :func:`mlmm.regions.bonds_cut_by`).
+def link_atoms_for(molecular_system, region: np.ndarray) -> LinkAtoms:
+    """Link atoms capping every covalent bond that the region (sorted atom indices) cuts.
 
     Raises :class:`InputError` for a cut that is not a single bond between heavy atoms outside a
     ring, with Q1 one of C, N, O, S, or whose MM equilibrium length the System does not hold.
     """
+    cut_bonds = bonds_cut_by(molecular_system, region)
     atoms = list(molecular_system.topology.atoms())
     numbers = molecular_system.atomic_numbers
     neighbours = bonded_neighbours(molecular_system.topology)

@@ -93,7 +93,8 @@ class MixedSystem:
         """Ensemble spread (kJ/mol) of the ML energy of the region at the context's positions."""
         state = context.getState(getPositions=True)
         positions = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if self.molecular_system.is_periodic else None
+        periodic = self.molecular_system.is_periodic
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if periodic else None
         coordinates = ml_coordinates(self.region, self.link_atoms, positions, box)
         with torch.no_grad():
             return float(self.region_model(coordinates.to(torch.float32))["energy_std"])
@@ -182,7 +183,7 @@ def create_mixed_system(
             f"region {region!r} cuts {len(cut)} covalent bond(s) ({shown}); pass link_atoms=True to cap them with "
             "hydrogens, or select whole molecules or residues (e.g. 'resname LIG' or 'residue 100 to 102')."
         )
-    links = link_atoms_for(molecular_system, indices, cut) if cut else None
+    links = link_atoms_for(molecular_system, indices) if cut else None
     plugin = load_plugin(model) if isinstance(model, str) else model
     atomic_numbers = molecular_system.atomic_numbers[indices]
     model_numbers = atomic_numbers if links is None else np.concatenate([atomic_numbers, links.atomic_numbers])

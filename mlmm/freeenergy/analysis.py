@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class MBARResult:
     dudl_mean: np.ndarray | None = None  # (K,) <dU/dlambda> per window, kJ/mol
     dudl_error: np.ndarray | None = None
     ti_dG: float | None = None  # trapezoidal thermodynamic integration of <dU/dlambda>, kJ/mol
-    halves_agree: bool = field(default=True)
+    halves_agree: bool = True
 
     @property
     def min_neighbour_overlap(self) -> float:
@@ -81,8 +81,8 @@ class MBARResult:
         return data
 
 
-def decorrelate(reduced_potentials: np.ndarray, index: int) -> np.ndarray:
-    """Indices of the equilibrated, decorrelated samples of window ``index``.
+def decorrelate(reduced_potentials: np.ndarray, index: int) -> tuple[np.ndarray, float]:
+    """Indices of the equilibrated, decorrelated samples of window ``index``, and the statistical inefficiency.
 
     The observable is the reduced-energy difference between the window's neighbours
     (what MBAR is sensitive to); equilibration is detected with
@@ -94,10 +94,10 @@ def decorrelate(reduced_potentials: np.ndarray, index: int) -> np.ndarray:
     K = reduced_potentials.shape[0]
     observable = reduced_potentials[min(index + 1, K - 1)] - reduced_potentials[max(index - 1, 0)]
     if np.ptp(observable) == 0.0:  # identical neighbours: every sample is as good as another
-        return np.arange(reduced_potentials.shape[1])
+        return np.arange(reduced_potentials.shape[1]), 1.0
     t0, g, _ = timeseries.detect_equilibration(observable)
     kept = timeseries.subsample_correlated_data(observable[t0:], g=g)
-    return t0 + np.asarray(kept, dtype=int)
+    return t0 + np.asarray(kept, dtype=int), float(g)
 
 
 @contextlib.contextmanager
@@ -132,12 +132,11 @@ def mbar_analysis(windows, kT: float, state_labels=None) -> MBARResult:
     K = windows[0].reduced_potentials.shape[0]
     if [w.index for w in windows] != list(range(K)):
         raise InputError(f"MBAR needs one window per state (0..{K - 1}); got windows {[w.index for w in windows]}.")
-    kept = [decorrelate(w.reduced_potentials, w.index) for w in windows]
+    kept, g = zip(*(decorrelate(w.reduced_potentials, w.index) for w in windows))
     blocks = [w.reduced_potentials[:, idx] for w, idx in zip(windows, kept)]
     f, df, mbar = _mbar(blocks)
     overlap = np.asarray(mbar.compute_overlap()["matrix"])
     n_kept = np.array([len(idx) for idx in kept])
-    g = np.array([w.reduced_potentials.shape[1] for w in windows]) / n_kept
 
     convergence = {"fractions": np.array(CONVERGENCE_FRACTIONS)}
     for direction in ("forward", "reverse"):
@@ -162,7 +161,7 @@ def mbar_analysis(windows, kT: float, state_labels=None) -> MBARResult:
         dG=float(f[-1] * kT), dG_error=float(df[-1] * kT), kT=kT,
         state_labels=list(state_labels) if state_labels is not None else list(range(K)),
         state_dG=f * kT, state_dG_error=df * kT, overlap=overlap, n_samples=n_kept,
-        statistical_inefficiency=g, convergence=convergence, halves_agree=halves_agree,
+        statistical_inefficiency=np.array(g), convergence=convergence, halves_agree=halves_agree,
     )
     if all(w.dudl is not None for w in windows):
         means = np.array([w.dudl[idx].mean() for w, idx in zip(windows, kept)])

@@ -12,8 +12,9 @@ Thermodynamic cycle (every dG is G(final) - G(initial), kJ/mol)::
 
 ``dG_decouple`` switches the solute's charges off (also inside the solute, identically in
 both phases), then its Lennard-Jones interactions with everything else (soft-core), with
-openmmtools' ``AbsoluteAlchemicalFactory``. The non-interacting end states are the same
-in both phases, so they cancel (no standard-state term: the concentration is the same).
+openmmtools' ``AbsoluteAlchemicalFactory``. In vacuum the solute is alone, so only the
+charge windows exist there. The non-interacting end states are the same in both phases,
+so they cancel (no standard-state term: the concentration is the same).
 
 ML/MM: with dG_corr(phase) = G(ML/MM, phase) - G(MM, phase) from LAMBDA_ML windows,
 

@@ -24,10 +24,6 @@ from ..regions import resolve_region
 from .states import decoupling_states, endstate_states
 
 
-def _has_torch_force(system: openmm.System) -> bool:
-    return any(type(system.getForce(i)).__name__ == "TorchForce" for i in range(system.getNumForces()))
-
-
 @dataclass(frozen=True)
 class SerializedSystem:
     """An MM System (no TorchForce) carried as XML."""
@@ -36,18 +32,16 @@ class SerializedSystem:
 
     @classmethod
     def from_system(cls, system: openmm.System) -> "SerializedSystem":
-        if _has_torch_force(system):
+        xml = openmm.XmlSerializer.serialize(system)
+        if 'type="TorchForce"' in xml:
             raise InputError(
-                "this System contains a TorchForce, which cannot be serialized and rebuilt safely; "
+                "this System contains a TorchForce, which cannot be rebuilt safely from XML; "
                 "describe it with MixedSystemRecipe (MolecularSystem + model name) instead."
             )
-        return cls(openmm.XmlSerializer.serialize(system))
+        return cls(xml)
 
     def create(self) -> openmm.System:
         return openmm.XmlSerializer.deserialize(self.xml)
-
-    def describe(self) -> str:
-        return "serialized System"
 
 
 @dataclass(frozen=True)
@@ -69,9 +63,6 @@ class MixedSystemRecipe:
         )
         return mixed.system
 
-    def describe(self) -> str:
-        return f"{self.model} ({self.embedding} embedding) on region {self.region!r}"
-
 
 @dataclass(frozen=True)
 class DecoupledSystemRecipe:
@@ -92,9 +83,6 @@ class DecoupledSystemRecipe:
         atoms = resolve_region(self.molecular_system, self.region).tolist()
         alchemical_region = AlchemicalRegion(alchemical_atoms=atoms, annihilate_electrostatics=True, annihilate_sterics=False)
         return AbsoluteAlchemicalFactory().create_alchemical_system(self.molecular_system.system, alchemical_region)
-
-    def describe(self) -> str:
-        return f"decoupling of region {self.region!r}"
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,12 @@ def plot_overlap(mbar, path, title: str = "") -> Path:
         for (i, j), value in np.ndenumerate(overlap):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if value > 0.5 * overlap.max() else "black")
+    ticks = np.arange(len(overlap))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
     ax.set_xlabel("state")
     ax.set_ylabel("state")
-    ax.set_title(title or f"MBAR overlap (min neighbour {mbar.min_neighbour_overlap:.3f})", fontsize=9)
+    ax.set_title(f"{title or 'MBAR overlap'} (min neighbour {mbar.min_neighbour_overlap:.3f})", fontsize=9)
     fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
@@ -107,7 +110,7 @@ def plot_leg(leg_result, folder, prefix: str = "") -> list[Path]:
     folder = Path(folder)
     stem = f"{prefix}{leg_result.name}"
     mbar = leg_result.mbar
-    paths = [plot_overlap(mbar, folder / f"{stem}-overlap.png", f"{stem}: overlap"),
+    paths = [plot_overlap(mbar, folder / f"{stem}-overlap.png", stem),
              plot_convergence(mbar, folder / f"{stem}-convergence.png", f"{stem}: convergence")]
     if mbar.dudl_mean is not None:
         paths.append(plot_dudl(mbar, folder / f"{stem}-dudl.png"))
@@ -119,7 +122,10 @@ def plot_leg(leg_result, folder, prefix: str = "") -> list[Path]:
 
 
 def plot_hydration(report, path) -> Path:
-    """Calculated (MM, ML/MM per embedding, FreeSolv's GAFF) against experimental dG_hyd, kcal/mol."""
+    """Calculated (MM, ML/MM per embedding, FreeSolv's GAFF) against experimental dG_hyd, kcal/mol.
+
+    Molecules without an experimental value are left out.
+    """
     measured = [r for r in report.results if r.molecule.experimental is not None]
     fig, ax = _figure(4.8, 4.4)
     expt = np.array([r.molecule.experimental for r in measured]) / KJ_PER_KCAL

@@ -7,20 +7,21 @@
   ``AlchemicalNonequilibriumLangevinIntegrator``), from equilibrium snapshots of one end
   state to the other, returning the protocol work of each trajectory.
 
-Both are plain functions of picklable arguments and a seed: the same call gives the same
-numbers in this process, in a Dask worker or on another machine with the same platform and
-thread count.
+Both are plain functions of picklable arguments and a seed, so they run the same in this
+process or in a Dask worker. On a deterministic platform (Reference; CPU for non-periodic
+systems) the same call gives bitwise the same numbers anywhere; the CPU platform's PME is
+not bitwise reproducible, so periodic systems there reproduce only statistically.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import openmm
 import openmm.unit as u
+import torch
 
 from ..embedding import LAMBDA_ML
 from ..errors import InputError, SimulationError
@@ -60,17 +61,18 @@ class SwitchingWork:
 
 
 def create_context(system: openmm.System, integrator: openmm.Integrator, protocol) -> openmm.Context:
-    """A Context on ``protocol.platform`` using ``protocol.threads`` CPU threads (and torch threads)."""
+    """A Context on ``protocol.platform`` using ``protocol.threads`` CPU threads.
+
+    torch's intra-op threads (used by a TorchForce on the CPU) are set to the same number,
+    for the whole process.
+    """
     try:
         platform = openmm.Platform.getPlatformByName(protocol.platform)
     except Exception:
         names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
         raise InputError(f"OpenMM platform {protocol.platform!r} is not available here; choose one of {names}.") from None
     properties = {"Threads": str(protocol.threads)} if protocol.platform == "CPU" else {}
-    if "openmmtorch" in sys.modules:  # a TorchForce can only have been made after this import
-        import torch
-
-        torch.set_num_threads(protocol.threads)
+    torch.set_num_threads(protocol.threads)
     return openmm.Context(system, integrator, platform, properties)
 
 
