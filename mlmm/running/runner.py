@@ -316,7 +316,7 @@ def _energy_row(state: openmm.State, prepared: PreparedRun, step: int, periodic:
     kinetic = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
     row = {
         "step": step,
-        "time_ps": state.getTime().value_in_unit(u.picosecond),
+        "time_ps": round(state.getTime().value_in_unit(u.picosecond), 9),
         "potential_kj_mol": potential,
         "kinetic_kj_mol": kinetic,
         "total_kj_mol": potential + kinetic,
