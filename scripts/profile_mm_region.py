@@ -24,8 +24,9 @@ ways to compute the same subtraction, all in force group ML_SLOW:
 
 For each it prints the slow-group energy and force differences from ``pme_copy``, the time
 of one evaluation of the subtraction alone, and the ms per inner step of MM alone and of
-ML/MM with MTS (k = 4) on the CPU platform, timed in interleaved rounds. With ``--bench``
-it runs the complete ``mlmm bench`` instead, with the subtraction built one way.
+ML/MM with MTS (k = ``--mts``, default mlmm.splitting.DEFAULT_MTS_FACTOR) on the CPU
+platform, timed in interleaved rounds. With ``--bench`` it runs the complete ``mlmm bench``
+instead, with the subtraction built one way.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from mlmm.bench.harness import _minimized_positions, resolve_system
 from mlmm.embedding import LAMBDA_ML
 from mlmm.embedding import mixed as mixed_module
 from mlmm.embedding.mm_region import region_mm_forces
-from mlmm.splitting import assign_force_groups, make_integrator
+from mlmm.splitting import DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
 from mlmm.units import COULOMB_CONSTANT
 
 _NM = u.nanometer
@@ -201,7 +202,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="OpenMM CPU threads")
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--mts", type=int, default=4)
+    parser.add_argument("--mts", type=int, default=DEFAULT_MTS_FACTOR)
     parser.add_argument("--bench", metavar="VARIANT", choices=("pme_copy", "cv_pairs", "direct"),
                         help="instead: run the whole mlmm bench with this variant (JSON to --json)")
     parser.add_argument("--json", default="bench-mm-region.json")

@@ -26,7 +26,7 @@ import torch
 from mlmm.bench import timing
 from mlmm.bench.harness import _minimized_positions, _whole_region_positions, resolve_system
 from mlmm.embedding.mixed import create_mixed_system
-from mlmm.splitting import assign_force_groups, make_integrator
+from mlmm.splitting import DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["2x1", "2x2", "1x1", "1x2"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--mts", type=int, default=4)
+    parser.add_argument("--mts", type=int, default=DEFAULT_MTS_FACTOR)
     args = parser.parse_args()
     configs = [tuple(int(x) for x in text.split("x")) for text in args.configs]
     name, molecular_system = resolve_system(args.system)

@@ -61,6 +61,8 @@ def test_report_is_well_formed(tiny_report):
         (rows["torchforce"]["ms_per_step"] - rows["mm"]["ms_per_step"] - rows["model"]["ms_per_step"])
         / rows["model"]["ms_per_step"])
     assert 0 < ratios["mm_region_share_of_slow_group"] < 1
+    assert set(entry["ratios_cpu"]) == set(RATIOS)
+    assert entry["ratios_cpu"]["mts_vs_mm"] == pytest.approx(rows["mm"]["cpu_ms_per_step"] / rows["mts"]["cpu_ms_per_step"])
     assert set(entry["breakdown_ms_per_evaluation"]) == {"empty", "mm", "ml_torchforce", "mm_region"}
     assert set(entry["breakdown_cpu_ms_per_evaluation"]) == set(entry["breakdown_ms_per_evaluation"])
     png = (out / "bench.png").read_bytes()

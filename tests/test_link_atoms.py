@@ -228,7 +228,7 @@ def test_electrostatic_coupling_with_link_atoms_matches_numpy(electrostatic, mec
     coupling = slow_energy(make_context(electrostatic.system, positions)) - slow_energy(
         make_context(mechanical.system, positions))
     assert coupling == pytest.approx(expected, abs=2e-3)
-    assert 0.5 < abs(expected) < 500.0  # a charged side chain in water: kJ/mol to hundreds, not zero
+    assert 0.1 < abs(expected) < 500.0  # a charged side chain in water (measured -5.5 kJ/mol): not zero, not huge
 
 
 def test_coupling_forces_match_finite_differences(electrostatic, mechanical, arg_peptide):

@@ -14,12 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SimulationError
 
 #: fractions of each window's decorrelated samples used for the convergence curves
 CONVERGENCE_FRACTIONS = tuple(np.round(np.linspace(0.1, 1.0, 10), 2))
 #: smallest acceptable overlap between neighbouring states (a common rule of thumb)
 MIN_NEIGHBOUR_OVERLAP = 0.03
+
+
+def _json_list(values) -> list:
+    """A list for JSON, with None where a value is not finite (JSON has no NaN)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
 
 
 def _estimate(value: float, error: float) -> dict:
@@ -72,11 +77,11 @@ class MBARResult:
             "overlap": self.overlap.tolist(),
             "n_samples": self.n_samples.tolist(),
             "statistical_inefficiency": self.statistical_inefficiency.tolist(),
-            "convergence": {k: np.asarray(v).tolist() for k, v in self.convergence.items()},
+            "convergence": {k: _json_list(v) for k, v in self.convergence.items()},
         }
         if self.dudl_mean is not None:
-            data["dudl_mean"] = self.dudl_mean.tolist()
-            data["dudl_error"] = self.dudl_error.tolist()
+            data["dudl_mean"] = _json_list(self.dudl_mean)
+            data["dudl_error"] = _json_list(self.dudl_error)
             data["ti_dG"] = self.ti_dG
         return data
 
@@ -113,17 +118,32 @@ def _quiet_pymbar():
 
 
 def _mbar(u_blocks: list[np.ndarray]):
-    """Solve MBAR for per-window blocks u[k] of shape (K, n_k); returns (f_k, df_k, mbar)."""
+    """Solve MBAR for per-window blocks u[k] of shape (K, n_k); returns (f_k, df_k, mbar).
+
+    pymbar's default solver is tried first, then its "robust" one; :class:`SimulationError`
+    when neither converges (too little overlap between the states).
+    """
     import pymbar
+    from pymbar.utils import ParameterError
 
     N_k = np.array([block.shape[1] for block in u_blocks])
     u_kn = np.concatenate(u_blocks, axis=1)
     shift = u_kn.mean(axis=1, keepdims=True)  # remove the large constant offsets (ML vs MM zero of energy)
-    mbar = pymbar.MBAR(u_kn - shift, N_k, initialize="BAR" if len(N_k) > 1 else "zeros")
-    result = mbar.compute_free_energy_differences(compute_uncertainty=True)
-    f = result["Delta_f"][0] + (shift[:, 0] - shift[0, 0])
-    df = np.nan_to_num(result["dDelta_f"][0])
-    return f, df, mbar
+    failure = None
+    for solver in ("default", "robust"):
+        try:
+            mbar = pymbar.MBAR(u_kn - shift, N_k, initialize="BAR" if len(N_k) > 1 else "zeros", solver_protocol=solver)
+            result = mbar.compute_free_energy_differences(compute_uncertainty=True)
+        except (ParameterError, np.linalg.LinAlgError) as exc:
+            failure = exc
+            continue
+        f = result["Delta_f"][0] + (shift[:, 0] - shift[0, 0])
+        df = np.nan_to_num(result["dDelta_f"][0])
+        return f, df, mbar
+    raise SimulationError(
+        f"MBAR did not converge ({failure}); the states overlap too little. Add lambda windows where the overlap "
+        "matrix shows gaps, or sample longer (protocol fields samples_per_window, steps_per_sample)."
+    )
 
 
 def mbar_analysis(windows, kT: float, state_labels=None) -> MBARResult:
@@ -146,8 +166,11 @@ def mbar_analysis(windows, kT: float, state_labels=None) -> MBARResult:
             for block in blocks:
                 m = max(2, int(np.ceil(fraction * block.shape[1])))
                 part.append(block[:, :m] if direction == "forward" else block[:, -m:])
-            with _quiet_pymbar():
-                fp, dfp, _ = _mbar(part)
+            try:
+                with _quiet_pymbar():
+                    fp, dfp, _ = _mbar(part)
+            except SimulationError:  # a small fraction of the data may not determine MBAR: leave a gap
+                fp, dfp = [np.nan], [np.nan]
             values.append(fp[-1] * kT)
             errors.append(dfp[-1] * kT)
         convergence[direction] = np.array(values)
