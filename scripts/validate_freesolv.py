@@ -19,6 +19,7 @@ from pathlib import Path
 import mlmm  # noqa: F401  (imports torch before openmm)
 
 from mlmm.atomic_io import write_text_atomic
+from mlmm.errors import MlmmError
 from mlmm.freeenergy import Protocol, devset_ids, freesolv_entries, hydration_free_energies
 from mlmm.freeenergy.hydration import HydrationReport
 from mlmm.freeenergy.plots import plot_hydration, plot_leg
@@ -58,8 +59,12 @@ def main(argv=None) -> int:
     try:
         for number, entry in enumerate(entries, start=1):
             print(f"[{number}/{len(entries)}] {entry.id} {entry.name} ({entry.smiles})", flush=True)
-            report = hydration_free_energies([entry], protocol=protocol, model=model, embeddings=embeddings,
-                                             scheduler=client, progress=True)
+            try:
+                report = hydration_free_energies([entry], protocol=protocol, model=model, embeddings=embeddings,
+                                                 scheduler=client, progress=True)
+            except MlmmError as exc:  # one molecule's failure (e.g. MBAR without overlap) does not stop the rest
+                print(f"{entry.id}: failed: {exc}", flush=True)
+                continue
             results += report.results
             so_far = HydrationReport(results, protocol, model, embeddings, time.perf_counter() - start)
             write_text_atomic(output / "report.json", json.dumps(so_far.to_dict(), indent=1) + "\n")

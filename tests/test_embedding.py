@@ -236,3 +236,11 @@ def test_mixed_system_save_and_load_keep_energies(fixture, request, toluene_wate
         assert states[1].getPotentialEnergy().value_in_unit(KJ) == pytest.approx(states[0].getPotentialEnergy().value_in_unit(KJ), abs=1e-6)
         assert states[1].getEnergyParameterDerivatives()[LAMBDA_ML] == pytest.approx(states[0].getEnergyParameterDerivatives()[LAMBDA_ML], abs=1e-6)
         np.testing.assert_allclose(states[1].getForces(asNumpy=True)._value, states[0].getForces(asNumpy=True)._value, atol=1e-6)
+
+
+def test_ml_potential_object_matches_create_mixed_system(toluene_water, mechanical):
+    from mlmm.embedding import MLPotential
+
+    mixed = MLPotential("aimnet2").create_mixed_system(toluene_water, region="resname LIG", embedding="mechanical")
+    e_object = potential_energy(mixed.system, toluene_water.positions)
+    assert e_object == pytest.approx(potential_energy(mechanical.system, toluene_water.positions), abs=1e-6)

@@ -289,3 +289,22 @@ def _copy_system(system: openmm.System) -> openmm.System:
 def _group_energy(context: openmm.Context, group: int) -> float:
     state = context.getState(getEnergy=True, groups=forcegroups.group_mask(group))
     return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+
+
+class MLPotential:
+    """An ML potential by plugin name and options: the entry point OpenMM-ML users know.
+
+    ``MLPotential("aimnet2", ensemble=True).create_mixed_system(system, region="ligand",
+    embedding="electrostatic")`` is :func:`create_mixed_system` with the model fixed. The
+    mixed System always carries the global parameter ``lambda_ml`` (1 = ML/MM, 0 = MM) with
+    its energy derivative, so it serves both production runs and free-energy interpolation.
+    """
+
+    def __init__(self, name: str, **options):
+        self.plugin = load_plugin(name)
+        self.options = options
+
+    def create_mixed_system(self, molecular_system: MolecularSystem, region="ligand", embedding: str = "mechanical",
+                            **kwargs) -> MixedSystem:
+        """Embed this potential for ``region``; keyword arguments as for :func:`create_mixed_system`."""
+        return create_mixed_system(molecular_system, self.plugin, region, embedding, self.options, **kwargs)
