@@ -76,14 +76,17 @@ def create_host_copy_system(mixed, device: str = "cpu") -> openmm.System:
     """The System of ``mixed`` (a mechanical MixedSystem) with its TorchForce replaced by a PythonForce.
 
     ``mixed`` must be fresh: its System is changed in place (the TorchForce removed) and
-    returned. Raises :class:`InputError` for an electrostatic embedding, whose coupling the
-    host-copy path does not implement.
+    returned. Raises :class:`InputError` for an electrostatic embedding or link atoms, which
+    the host-copy path does not implement.
     """
     from ..embedding.mixed import ML_FORCE_NAME
 
     if mixed.embedding != "mechanical":
         raise InputError(f"the host-copy (PythonForce) path implements mechanical embedding only, not "
                          f"{mixed.embedding!r}; benchmark it with embedding='mechanical'.")
+    if getattr(mixed, "link_atoms", None) is not None:
+        raise InputError("the host-copy (PythonForce) path has no link atoms; benchmark it on a region of whole "
+                         "molecules (e.g. the ligand).")
     system = mixed.system
     names = [force.getName() for force in system.getForces()]
     if names.count(ML_FORCE_NAME) != 1:
