@@ -7,7 +7,13 @@ from MM, multiple-time-step splitting, production runs and free-energy workflows
 Units everywhere: nm, ps, kJ/mol, K, e (see :mod:`mlmm.units`).
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# PyTorch's OpenMP threads spin while they wait; sharing cores with OpenMM's threads that made
+# one AIMNet2 call 10-20x slower on a busy 2-core machine. Passive waiting avoids it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # torch must be loaded before OpenMM: OpenMM loads its plugins when it is first imported, and
 # the openmm-torch plugin (TorchForce kernels) links against libtorch, which is found only

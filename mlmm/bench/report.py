@@ -135,15 +135,15 @@ def plot(report: dict, path: str | os.PathLike) -> None:
         if "model" in rows:
             bars[rows.index("model")].set_hatch("//")
         axis.set_yscale("log")
-        axis.set_title(f"{name} ({entry['n_atoms']} atoms)")
+        axis.set_ylim(min(values) / 1.5, max(values) * 1.6)
+        ratio = entry["ratios"].get("mts_vs_mm")
+        axis.set_title(f"{name} ({entry['n_atoms']} atoms)" + ("" if ratio is None else f", MTS / MM = {ratio:.2f}"),
+                       fontsize=10)
         axis.set_ylabel("ns/day")
         axis.tick_params(axis="x", rotation=30)
         for bar, value in zip(bars, values):
             axis.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                           fontsize=8)
-        ratio = entry["ratios"].get("mts_vs_mm")
-        if ratio is not None:
-            axis.text(0.98, 0.98, f"MTS / MM = {ratio:.2f}", transform=axis.transAxes, ha="right", va="top")
     machine = report["machine"]
     fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores; model row: one call per "
                  f"{report['settings']['inner_timestep'] * 1000:g} fs step", fontsize=9)

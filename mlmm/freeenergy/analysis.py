@@ -128,7 +128,10 @@ def _mbar(u_blocks: list[np.ndarray]):
 
     N_k = np.array([block.shape[1] for block in u_blocks])
     u_kn = np.concatenate(u_blocks, axis=1)
-    shift = u_kn.mean(axis=1, keepdims=True)  # remove the large constant offsets (ML vs MM zero of energy)
+    # Remove each state's large constant offset (ML and MM zeros of energy differ by ~1e5 kT): shift
+    # u_l by its median over the samples drawn in state l. (Not a mean over all samples: configurations
+    # of decoupled states can put u_l of coupled states at 1e20 kT and wipe out float64 precision.)
+    shift = np.array([[np.median(block[l])] for l, block in enumerate(u_blocks)])
     failure = None
     for solver in ("default", "robust"):
         try:

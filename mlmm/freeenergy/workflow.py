@@ -8,7 +8,7 @@ Jarzynski/BAR when switching ran). :func:`run_legs` does both for ready-made leg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .analysis import MBARResult, NEQResult, mbar_analysis, neq_analysis
 from .sampling import sample_window, switch
@@ -25,6 +25,7 @@ class LegResult:
     neq: NEQResult | None
     cpu_seconds: float  # summed over the leg's tasks
     steps: int  # MD steps over all tasks
+    outputs: list = field(default_factory=list, repr=False)  # the raw WindowSamples and SwitchingWork, to re-analyse
 
     @property
     def dG(self) -> float:
@@ -85,7 +86,7 @@ def analyse_leg(leg, outputs: list, protocol) -> LegResult:
         neq = neq_analysis(by_direction["forward"], by_direction["reverse"], protocol.kT)
     cpu = sum(o.seconds for o in outputs)
     steps = sum(o.steps for o in outputs)
-    return LegResult(leg.name, mbar, neq, cpu, steps)
+    return LegResult(leg.name, mbar, neq, cpu, steps, list(outputs))
 
 
 def run_legs(legs: list, protocol, scheduler="serial", workers=None, neq: bool = False, progress: bool = True,
