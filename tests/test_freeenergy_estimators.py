@@ -112,6 +112,25 @@ def test_neq_estimators_on_gaussian_work_with_known_answer():
     assert shifted.jarzynski_forward["value"] == pytest.approx(result.jarzynski_forward["value"] + 1e5 * kT, abs=1e-6)
 
 
+def test_mbar_keeps_precision_with_huge_energies_and_offsets():
+    """Decoupled-state samples can put a coupled state's u at 1e25 kT, and ML/MM states sit ~1e5 kT
+    from MM ones; neither may cost MBAR its precision."""
+    from mlmm.freeenergy.analysis import mbar_analysis
+    from mlmm.freeenergy.sampling import WindowSamples
+
+    rng = np.random.default_rng(1)
+    offset = -1.2e5  # kT: u_1 = (x - 1)^2 / 2 + offset, u_0 = x^2 / 2, so f_1 - f_0 = offset exactly
+    def window(index, x):
+        u = np.vstack([x**2 / 2, (x - 1) ** 2 / 2 + offset])
+        return WindowSamples("gauss", index, u, None, [], 0.0, 0)
+    windows = [window(0, rng.normal(0.0, 1.0, 2000)), window(1, rng.normal(1.0, 1.0, 2000))]
+    clean = mbar_analysis(windows, kT=1.0)
+    assert clean.dG == pytest.approx(offset, abs=3 * clean.dG_error + 1e-9) and clean.dG_error < 0.1
+    windows[1].reduced_potentials[0, 5] = 1e25  # one state-1 sample impossible in state 0
+    spiked = mbar_analysis(windows, kT=1.0)
+    assert spiked.dG == pytest.approx(clean.dG, abs=0.05)
+
+
 def perturbed_toluene_leg(toluene_vacuum, name: str, scale: str) -> Leg:
     """Toluene (MM, vacuum) plus ``scale`` * V, V pulling every carbon 1-3 pair 0.01 nm apart."""
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(toluene_vacuum.system))

@@ -212,6 +212,7 @@ def hydration_free_energies(
     :func:`mlmm.freeenergy.tasks.compute`).
     """
     import time
+    import uuid
 
     import dask
 
@@ -223,11 +224,13 @@ def hydration_free_energies(
     n_vacuum = len(protocol.electrostatics_lambdas)  # the solute alone: no sterics to decouple (see decoupling_leg)
     n_endstate = len(protocol.endstate_lambdas)
 
+    run = f"{uuid.uuid4().hex[:8]}-"  # keeps the Dask keys of two calls on one cluster apart
     plan = []  # (entry, leg name, delayed leg, graph)
     for entry in entries:
         systems = {
-            "solvent": dask.delayed(_build, pure=False)(entry.smiles, True, options, dask_key_name=f"build-{entry.id}-solvent"),
-            "vacuum": dask.delayed(_build, pure=False)(entry.smiles, False, options, dask_key_name=f"build-{entry.id}-vacuum"),
+            phase: dask.delayed(_build, pure=False)(entry.smiles, phase == "solvent", options,
+                                                    dask_key_name=f"build-{run}{entry.id}-{phase}")
+            for phase in ("solvent", "vacuum")
         }
         legs = {
             SOLVENT_DECOUPLING: (dask.delayed(decoupling_leg)(systems["solvent"], protocol, name=SOLVENT_DECOUPLING), n_decoupling),
@@ -241,7 +244,7 @@ def hydration_free_energies(
                 legs[name] = (dask.delayed(endstate_leg)(
                     systems["solvent"], model, embedding, protocol, model_options=model_options, name=name), n_endstate)
         for name, (leg, n_states) in legs.items():
-            plan.append((entry, name, leg, leg_graph(leg, n_states, protocol, f"{entry.id}/{name}")))
+            plan.append((entry, name, leg, leg_graph(leg, n_states, protocol, f"{entry.id}/{name}", run=run)))
 
     tasks = []
     for _, _, leg, graph in plan:

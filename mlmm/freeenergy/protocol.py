@@ -194,8 +194,8 @@ PRESETS: dict[str, dict] = {
     ),
     "quick": dict(
         minimization_steps=200, equilibration_steps=500, samples_per_window=60, steps_per_sample=50,
-        endstate_lambdas=(0.0, 0.5, 1.0), electrostatics_lambdas=(1.0, 0.5, 0.0),
-        sterics_lambdas=(1.0, 0.75, 0.5, 0.35, 0.2, 0.1, 0.0), neq_switches=0, neq_steps=200,
+        endstate_lambdas=(0.0, 0.5, 1.0), electrostatics_lambdas=(1.0, 0.75, 0.5, 0.25, 0.0),
+        sterics_lambdas=(1.0, 0.75, 0.55, 0.4, 0.3, 0.2, 0.1, 0.0), neq_switches=0, neq_steps=200,
     ),
     "production": dict(
         minimization_steps=1000, equilibration_steps=50_000, samples_per_window=1000, steps_per_sample=500,

@@ -42,12 +42,13 @@ class LegResult:
         return data
 
 
-def leg_graph(leg, n_states: int, protocol, label: str, neq: bool = False) -> dict:
+def leg_graph(leg, n_states: int, protocol, label: str, neq: bool = False, run: str = "") -> dict:
     """The delayed tasks of one leg; ``leg`` may itself be a delayed object.
 
     Returns ``{"windows": [...], "forward": task or None, "reverse": task or None}``.
     Seeds depend on ``label`` (unique per leg, e.g. ``"mobley_123/solvent-decoupling"``)
-    and the window index only.
+    and the window index only; ``run`` (unique per call) keeps the Dask keys of two
+    calls on one cluster apart.
     """
     import dask
 
@@ -56,7 +57,7 @@ def leg_graph(leg, n_states: int, protocol, label: str, neq: bool = False) -> di
         dask.delayed(sample_window, pure=False)(
             leg, k, protocol, task_seed(protocol.seed, label, "window", k),
             n_snapshots=n_switches if k in (0, n_states - 1) else 0,
-            dask_key_name=f"window-{label}-{k}",
+            dask_key_name=f"window-{run}{label}-{k}",
         )
         for k in range(n_states)
     ]
@@ -65,7 +66,7 @@ def leg_graph(leg, n_states: int, protocol, label: str, neq: bool = False) -> di
         for direction, start in (("forward", windows[0]), ("reverse", windows[-1])):
             graph[direction] = dask.delayed(switch, pure=False)(
                 leg, direction, start.snapshots, protocol, task_seed(protocol.seed, label, direction),
-                dask_key_name=f"switch-{label}-{direction}",
+                dask_key_name=f"switch-{run}{label}-{direction}",
             )
     return graph
 
@@ -95,13 +96,16 @@ def run_legs(legs: list, protocol, scheduler="serial", workers=None, neq: bool =
 
     ``neq`` adds forward and reverse switching to the legs that interpolate LAMBDA_ML.
     """
+    import uuid
+
     import dask
 
+    run = f"{uuid.uuid4().hex[:8]}-"
     graphs = []
     for leg in legs:
-        shared = dask.delayed(leg, name=f"leg-{label}/{leg.name}", traverse=False)  # shipped once, not once per window
+        shared = dask.delayed(leg, name=f"leg-{run}{label}/{leg.name}", traverse=False)  # shipped once, not per window
         switching = neq and hasattr(leg.states[0], "lambda_ml")
-        graphs.append(leg_graph(shared, leg.n_states, protocol, f"{label}/{leg.name}", neq=switching))
+        graphs.append(leg_graph(shared, leg.n_states, protocol, f"{label}/{leg.name}", neq=switching, run=run))
     tasks = [graph_tasks(g) for g in graphs]
     outputs = compute([t for group in tasks for t in group], scheduler, workers, progress, description=label)
     results, start = {}, 0
