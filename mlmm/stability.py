@@ -33,6 +33,7 @@ import openmm.unit as u
 from .atomic_io import write_text_atomic
 from .errors import SimulationError
 from .splitting import make_integrator
+from .threads import configure_torch_threads
 from .units import KB_KJ_PER_MOL_K
 
 TEMPERATURE_K = 300.0
@@ -102,6 +103,7 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
     platform_object = openmm.Platform.getPlatformByName(platform)
     integrator = make_integrator(TEMPERATURE_K, 1.0, inner_ps, config.k, "nvt", seed)
     context = openmm.Context(system, integrator, platform_object)
+    configure_torch_threads(platform)
     context.setPositions(molecular_system.positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, minimize_iterations)
     context.setVelocitiesToTemperature(TEMPERATURE_K, seed)
@@ -151,6 +153,7 @@ def _nve_drift(system, start_state, platform_object, inner_ps, k, nve_ps, report
     """Slope of the total energy in NVE, kJ/mol per ns per degree of freedom."""
     integrator = make_integrator(inner_timestep=inner_ps, mts_factor=k, ensemble="nve")
     context = openmm.Context(system, integrator, platform_object)
+    configure_torch_threads(platform)
     context.setState(start_state)
     outer_ps = inner_ps * k
     times, totals = [], []

@@ -20,10 +20,13 @@ def potential_energy(system: openmm.System, positions_nm: np.ndarray, platform: 
     return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
 
 
-def region_alone_system(system: openmm.System, region: np.ndarray) -> openmm.System:
+def region_alone_system(system: openmm.System, region: np.ndarray, periodic: bool = True) -> openmm.System:
     """A System of the region's particles only, in the same box, with the same MM terms.
 
-    The long-range dispersion correction is left out: it belongs to the whole box.
+    The long-range dispersion correction is left out: it belongs to the whole box. With
+    ``periodic=False`` the nonbonded method is NoCutoff: the region's atom pairs with plain
+    Coulomb, no periodic images (the reference of ``mm_region="pairs"`` for a region smaller
+    than the switching distance).
     """
     index = {int(old): new for new, old in enumerate(region)}
     alone = openmm.System()
@@ -37,7 +40,7 @@ def region_alone_system(system: openmm.System, region: np.ndarray) -> openmm.Sys
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
             new = openmm.NonbondedForce()
-            new.setNonbondedMethod(force.getNonbondedMethod())
+            new.setNonbondedMethod(force.getNonbondedMethod() if periodic else openmm.NonbondedForce.NoCutoff)
             new.setCutoffDistance(force.getCutoffDistance())
             new.setUseSwitchingFunction(force.getUseSwitchingFunction())
             new.setSwitchingDistance(force.getSwitchingDistance())

@@ -62,16 +62,22 @@ def polarizable(toluene_water):
     return create_mixed_system(toluene_water, "aimnet2", "ligand", "electrostatic", polarization=True)
 
 
+@pytest.mark.parametrize("mm_region", ["pairs", "box"])
 @pytest.mark.parametrize("system_name", ["toluene_water", "t4l_toluene"])
-def test_mechanical_energy_is_mm_minus_region_plus_ml(system_name, request):
-    """E_mixed = E_MM(all) - E_MM(region alone, same box) + E_ML(region), to 1e-3 kJ/mol."""
+def test_mechanical_energy_is_mm_minus_region_plus_ml(system_name, mm_region, request):
+    """E_mixed = E_MM(all) - E_MM(region alone) + E_ML(region), to 1e-3 kJ/mol.
+
+    E_MM(region alone) is the region in vacuum for ``pairs`` and in the same periodic box
+    (its images included) for ``box``.
+    """
     molecular_system = request.getfixturevalue(system_name)
-    mixed = create_mixed_system(molecular_system, "aimnet2", "ligand", "mechanical")
+    mixed = create_mixed_system(molecular_system, "aimnet2", "ligand", "mechanical", mm_region=mm_region)
     positions = molecular_system.positions
     region = mixed.region
     e_mixed = potential_energy(mixed.system, positions)
     e_mm = potential_energy(molecular_system.system, positions)
-    e_region = potential_energy(region_alone_system(molecular_system.system, region), positions[region])
+    alone = region_alone_system(molecular_system.system, region, periodic=mm_region == "box")
+    e_region = potential_energy(alone, positions[region])
     e_ml, _ = direct_ml(molecular_system, region, positions)
     assert e_mixed == pytest.approx(e_mm - e_region + e_ml, abs=1e-3)
 

@@ -10,8 +10,10 @@
   boundaries); with electrostatic embedding it also holds the coupling of the ML charges to
   the MM charges (:mod:`mlmm.embedding.electrostatic`); a region that cuts covalent bonds is
   capped with link hydrogens when ``link_atoms=True`` (:mod:`mlmm.embedding.link_atoms`);
-- ``mm_region``: the MM energy of the region alone in the same box, bonded and nonbonded
-  (:mod:`mlmm.embedding.mm_region`), one collective variable per force kind.
+- ``mm_region``: the MM energy of the region alone, bonded and nonbonded
+  (:mod:`mlmm.embedding.mm_region`; its nonbonded part over the region's atom pairs, or
+  exactly with the region's periodic images when ``mm_region="box"``), one collective
+  variable per force kind.
 
 So ``lambda_ml = 1`` gives ``V_MM(all) - V_MM(region) + V_ML(region) [+ coupling]`` and
 ``lambda_ml = 0`` gives pure MM; the force declares ``addEnergyParameterDerivative`` so OpenMM
@@ -41,7 +43,7 @@ from ..regions import bonds_cut_by, resolve_region
 from ..torch_geometry import central_atom
 from . import LAMBDA_ML
 from .link_atoms import LinkAtoms, create_linked_module, link_atoms_for, ml_coordinates, redistributed_charges
-from .mm_region import region_mm_forces
+from .mm_region import NONBONDED_METHODS, region_mm_forces
 from .scaling import lambda_scaled
 
 EMBEDDINGS = ("mechanical", "electrostatic")
@@ -149,6 +151,7 @@ def create_mixed_system(
     coupling_cutoff=None,
     polarization: bool = False,
     link_atoms: bool = False,
+    mm_region: str = "pairs",
 ) -> MixedSystem:
     """Embed an ML potential for ``region`` in the MM system of ``molecular_system``.
 
@@ -166,11 +169,17 @@ def create_mixed_system(
         (electrostatic embedding only).
     link_atoms: cap each covalent bond the region cuts with a link hydrogen
         (:mod:`mlmm.embedding.link_atoms`); without it such a region is refused.
+    mm_region: how the region's own MM nonbonded energy is subtracted: ``"pairs"`` (its atom
+        pairs, minimum image; cost independent of the box) or ``"box"`` (exact, including the
+        region's periodic images; a whole-box PME per evaluation). See
+        :mod:`mlmm.embedding.mm_region`.
     """
     if embedding not in EMBEDDINGS:
         raise InputError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}.")
     if polarization and embedding != "electrostatic":
         raise InputError("polarization needs embedding='electrostatic'.")
+    if mm_region not in NONBONDED_METHODS:
+        raise InputError(f"unknown mm_region {mm_region!r}; choose one of {', '.join(NONBONDED_METHODS)}.")
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise InputError(f"lambda_value = {lambda_value} is outside [0, 1].")
     indices = resolve_region(molecular_system, region)
@@ -210,7 +219,7 @@ def create_mixed_system(
         module = torch.jit.script(_electrostatic_module(system, region_model, indices, periodic, coupling_cutoff,
                                                         polarization, atomic_numbers, anchor, links,
                                                         molecular_system.topology))
-    for force in _correction_forces(system, module, indices, periodic, lambda_value):
+    for force in _correction_forces(system, module, indices, periodic, lambda_value, mm_region):
         system.addForce(force)
     coordinates = ml_coordinates(indices, links, molecular_system.positions, molecular_system.box_vectors, anchor)
     with torch.no_grad():
@@ -219,7 +228,7 @@ def create_mixed_system(
                        reports_std="energy_std" in outputs, link_atoms=links)
 
 
-def _correction_forces(system, module, indices, periodic, lambda_value) -> list[openmm.Force]:
+def _correction_forces(system, module, indices, periodic, lambda_value, mm_region) -> list[openmm.Force]:
     """The slow-group forces: lambda * ML (a TorchForce) and -lambda * MM(region) (a CustomCVForce).
 
     Both declare the global parameter and its energy derivative; OpenMM sums their
@@ -232,7 +241,7 @@ def _correction_forces(system, module, indices, periodic, lambda_value) -> list[
     ml_force.addGlobalParameter(LAMBDA_ML, float(lambda_value))
     ml_force.addEnergyParameterDerivative(LAMBDA_ML)
     forces = [ml_force]
-    mm_forces = region_mm_forces(system, indices)
+    mm_forces = region_mm_forces(system, indices, mm_region)
     if mm_forces:
         mm_region = openmm.CustomCVForce(f"-{LAMBDA_ML}*({' + '.join(mm_forces)})")
         mm_region.setName(MM_REGION_FORCE_NAME)

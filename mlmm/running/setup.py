@@ -21,6 +21,7 @@ from ..forcegroups import MM_FAST
 from ..molecular_system import MolecularSystem
 from ..regions import resolve_region
 from ..splitting import assign_force_groups, check_force_groups, make_integrator
+from ..threads import configure_torch_threads
 from .config import RECIPE_SUFFIXES, RunConfig
 
 
@@ -84,6 +85,7 @@ def prepare(config: RunConfig, molecular_system: MolecularSystem) -> PreparedRun
             barostat.setRandomNumberSeed(config.seed + 1)  # 0 would mean "random" to OpenMM
         system.addForce(barostat)
     context = _create_context(system, config)
+    configure_torch_threads(context.getPlatform().getName())
     context.setPositions(molecular_system.positions)
     if system.usesPeriodicBoundaryConditions():
         context.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
