@@ -10,8 +10,11 @@ angle vibrations of the region are integrated at the inner step by the cheap MM 
 slow group holds only the smooth difference between ML and MM, which is expensive to
 evaluate but varies slowly. With ``k = 1`` the ordinary single-step integrators are used.
 
-- ``ensemble="nvt"``: ``LangevinMiddleIntegrator`` (k = 1) or ``MTSLangevinIntegrator``
-  (BAOAB-RESPA; the thermostat acts at every inner step).
+- ``ensemble="nvt"``: ``LangevinMiddleIntegrator`` (k = 1) or, for k > 1,
+  :class:`MTSLangevinMiddleIntegrator`: BAOAB-RESPA (the thermostat acts at every inner
+  step) with OpenMM's native ``LangevinMiddleIntegrator`` for the inner steps. With a
+  barostat (``constant_pressure=True``) OpenMM's ``MTSLangevinIntegrator`` is used instead
+  (see the class for why).
 - ``ensemble="nve"``: ``VerletIntegrator`` (k = 1) or ``MTSIntegrator`` (velocity-Verlet
   RESPA, Tuckerman, Berne and Martyna, J. Chem. Phys. 97, 1990 (1992)), which is
   symplectic and time reversible, so its total energy shows no systematic drift.
@@ -49,6 +52,7 @@ def make_integrator(
     mts_factor: int = 1,
     ensemble: str = "nvt",
     seed: int | None = None,
+    constant_pressure: bool = False,
 ) -> openmm.Integrator:
     """Return the integrator for difference splitting with MTS factor ``k = mts_factor``.
 
@@ -60,6 +64,8 @@ def make_integrator(
     mts_factor : k, the number of inner steps per evaluation of the slow (ML) group, k >= 1
     ensemble : ``"nvt"`` (Langevin) or ``"nve"`` (velocity Verlet)
     seed : random seed of the Langevin noise; None draws one at random
+    constant_pressure : True when the System holds a Monte Carlo barostat (NVT with MTS then
+        uses ``MTSLangevinIntegrator``, whose volume moves see the ML correction)
     """
     temperature_k = value_in(temperature, u.kelvin, "temperature")
     friction_per_ps = value_in(friction, u.picosecond**-1, "friction")
@@ -87,6 +93,8 @@ def make_integrator(
     temperature_q = temperature_k * u.kelvin
     if k == 1:
         integrator = openmm.LangevinMiddleIntegrator(temperature_q, friction_per_ps, dt_ps)
+    elif not constant_pressure:
+        integrator = MTSLangevinMiddleIntegrator(temperature_k, friction_per_ps, dt_ps, k)
     else:
         # plain floats in ps and 1/ps: MTSLangevinIntegrator combines friction*dt itself
         integrator = openmm.MTSLangevinIntegrator(temperature_q, friction_per_ps, k * dt_ps, groups)
@@ -94,6 +102,77 @@ def make_integrator(
         # OpenMM treats seed 0 as "pick one at random"; shift by one so every seed is reproducible
         integrator.setRandomNumberSeed(int(seed) + 1)
     return integrator
+
+
+class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
+    """BAOAB-RESPA with OpenMM's native ``LangevinMiddleIntegrator`` for the inner steps.
+
+    One ``step(1)`` is an outer step of ``k * inner_timestep``::
+
+        kick(ML_SLOW, outer/2)  [LangevinMiddle step of MM_FAST, inner_timestep] x k  kick(ML_SLOW, outer/2)
+
+    The kicks ``v += (k dt / 2) f_slow / m`` (then velocity constraints) are a one-line
+    ``CustomIntegrator`` with step size 0, so they move neither positions nor time. This is
+    the dynamics of OpenMM's ``MTSLangevinIntegrator`` (the same positions for the same
+    noise), with LangevinMiddle's convention for the velocities: they are offset by half a
+    fast kick, ``v - (dt/2) f_fast/m``, just as LangevinMiddle's are from velocity Verlet's.
+    ``MTSLangevinIntegrator`` is a ``CustomIntegrator`` that the CPU platform runs through
+    its single-threaded per-degree-of-freedom interpreter; this one runs the inner steps in
+    OpenMM's compiled kernels, at the cost of plain LangevinMiddle steps (README, *Benchmarks*).
+
+    Not for constant pressure: a ``MonteCarloBarostat`` evaluates the energy of the current
+    integrator's integration force groups, which during the inner steps are MM_FAST only,
+    so its volume moves would ignore the ML correction. :func:`make_integrator` uses
+    ``MTSLangevinIntegrator`` when ``constant_pressure=True``.
+
+    The context's step count advances by k + 2 per outer step (every sub-integrator
+    counts); :func:`mlmm.run` keeps its own count of outer steps. ``setIntegrationForceGroups``
+    sets the groups seen between steps (by the energy minimizer and reporters); the inner
+    steps always integrate MM_FAST.
+    """
+
+    def __init__(self, temperature_k: float, friction_per_ps: float, inner_timestep_ps: float, k: int):
+        super().__init__()
+        self.k = int(k)
+        self.inner_timestep_ps = float(inner_timestep_ps)
+        inner = openmm.LangevinMiddleIntegrator(temperature_k * u.kelvin, friction_per_ps / u.picosecond,
+                                                inner_timestep_ps * u.picosecond)
+        inner.setIntegrationForceGroups({MM_FAST})
+        kick = openmm.CustomIntegrator(0.0)
+        kick.addGlobalVariable("half_outer", 0.5 * self.k * inner_timestep_ps)
+        kick.addComputePerDof("v", f"v + half_outer*f{ML_SLOW}/m")
+        kick.addConstrainVelocities()
+        self._inner_index = self.addIntegrator(inner)
+        self._kick_index = self.addIntegrator(kick)
+        self.setCurrentIntegrator(self._kick_index)
+
+    @property
+    def inner(self) -> openmm.LangevinMiddleIntegrator:
+        """The integrator of the inner steps (temperature, friction, seed)."""
+        return self.getIntegrator(self._inner_index)
+
+    def step(self, steps: int) -> None:
+        """Advance ``steps`` outer steps."""
+        for _ in range(int(steps)):
+            self.setCurrentIntegrator(self._kick_index)
+            super().step(1)
+            self.setCurrentIntegrator(self._inner_index)
+            super().step(self.k)
+            self.setCurrentIntegrator(self._kick_index)
+            super().step(1)
+
+    def getStepSize(self):
+        """The outer step, k times the inner step."""
+        return self.k * self.inner_timestep_ps * u.picosecond
+
+    def setRandomNumberSeed(self, seed: int) -> None:
+        self.inner.setRandomNumberSeed(seed)
+
+    def getRandomNumberSeed(self) -> int:
+        return self.inner.getRandomNumberSeed()
+
+    def setIntegrationForceGroups(self, groups) -> None:
+        self.getIntegrator(self._kick_index).setIntegrationForceGroups(groups)
 
 
 def check_force_groups(system: openmm.System) -> None:

@@ -153,7 +153,6 @@ def _nve_drift(system, start_state, platform_object, inner_ps, k, nve_ps, report
     """Slope of the total energy in NVE, kJ/mol per ns per degree of freedom."""
     integrator = make_integrator(inner_timestep=inner_ps, mts_factor=k, ensemble="nve")
     context = openmm.Context(system, integrator, platform_object)
-    configure_torch_threads(platform)
     context.setState(start_state)
     outer_ps = inner_ps * k
     times, totals = [], []

@@ -155,7 +155,7 @@ def test_run_writes_the_documented_layout(tmp_path, dipeptide):
         "checkpoint.xml", "energies.csv", "final.pdb", "run.json", "system", "traj.h5"]
     record = json.loads((folder / "run.json").read_text())
     assert record["config"]["seed"] == 5 and record["resolved"]["total_steps"] == 200
-    assert record["resolved"]["integrator"] == "MTSLangevinIntegrator"
+    assert record["resolved"]["integrator"] == "MTSLangevinMiddleIntegrator"
     assert record["resolved"]["degrees_of_freedom"] == 3 * 22 - 12 - 3
     table = read_energies(folder / "energies.csv")
     assert table["step"] == list(range(10, 201, 10))

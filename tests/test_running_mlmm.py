@@ -36,7 +36,7 @@ def test_mlmm_mts_run_reports_consistent_energies(water_run, toluene_water):
     folder, result = water_run
     assert result.steps == 24 and result.time_ps == pytest.approx(0.048)
     record = json.loads((folder / "run.json").read_text())
-    assert record["resolved"]["integrator"] == "MTSLangevinIntegrator"
+    assert record["resolved"]["integrator"] == "MTSLangevinMiddleIntegrator"
     assert record["resolved"]["ml_region_atoms"] == len(toluene_water.regions["ligand"]) == 15
     table = read_energies(folder / "energies.csv")
     assert table["step"] == list(range(3, 25, 3))

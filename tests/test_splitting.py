@@ -15,7 +15,7 @@ import pytest
 
 from mlmm import InputError
 from mlmm.forcegroups import ML_SLOW, MM_FAST
-from mlmm.splitting import assign_force_groups, check_force_groups, make_integrator
+from mlmm.splitting import MTSLangevinMiddleIntegrator, assign_force_groups, check_force_groups, make_integrator
 from mlmm.units import KB_KJ_PER_MOL_K
 
 KJ = u.kilojoule_per_mole
@@ -57,27 +57,35 @@ def thermal_state(dipeptide):
 
 
 # ---------------------------------------------------------------------- construction
-@pytest.mark.parametrize("ensemble, k, expected", [
-    ("nvt", 1, openmm.LangevinMiddleIntegrator),
-    ("nve", 1, openmm.VerletIntegrator),
-    ("nvt", 3, openmm.MTSLangevinIntegrator),
-    ("nve", 3, openmm.MTSIntegrator),
+@pytest.mark.parametrize("ensemble, k, constant_pressure, expected", [
+    ("nvt", 1, False, openmm.LangevinMiddleIntegrator),
+    ("nve", 1, False, openmm.VerletIntegrator),
+    ("nvt", 3, False, MTSLangevinMiddleIntegrator),
+    ("nvt", 3, True, openmm.MTSLangevinIntegrator),
+    ("nve", 3, False, openmm.MTSIntegrator),
 ])
-def test_integrator_kind_and_outer_step(ensemble, k, expected):
-    integrator = make_integrator(inner_timestep=1.5 * u.femtosecond, mts_factor=k, ensemble=ensemble, seed=4)
+def test_integrator_kind_and_outer_step(ensemble, k, constant_pressure, expected):
+    integrator = make_integrator(inner_timestep=1.5 * u.femtosecond, mts_factor=k, ensemble=ensemble, seed=4,
+                                 constant_pressure=constant_pressure)
     assert isinstance(integrator, expected)
     assert integrator.getStepSize().value_in_unit(u.femtosecond) == pytest.approx(1.5 * k)
     # plain floats are in OpenMM units (ps, K, 1/ps)
-    plain = make_integrator(300.0, 1.0, 0.0015, k, ensemble)
+    plain = make_integrator(300.0, 1.0, 0.0015, k, ensemble, constant_pressure=constant_pressure)
     assert plain.getStepSize().value_in_unit(u.femtosecond) == pytest.approx(1.5 * k)
 
 
 def test_langevin_temperature_and_friction_in_openmm_units():
-    integrator = make_integrator(temperature=310 * u.kelvin, friction=2.0 / u.picosecond, mts_factor=4, seed=1)
+    integrator = make_integrator(temperature=310 * u.kelvin, friction=2.0 / u.picosecond, mts_factor=4, seed=1,
+                                 constant_pressure=True)
     kt = integrator.getGlobalVariableByName("kT")
     assert kt == pytest.approx(KB_KJ_PER_MOL_K * 310, rel=1e-6)
     # a = exp(-friction * inner step): the thermostat acts at every inner step of 2 fs
     assert integrator.getGlobalVariableByName("a") == pytest.approx(np.exp(-2.0 * 0.002))
+    native = make_integrator(temperature=310 * u.kelvin, friction=2.0 / u.picosecond, mts_factor=4, seed=1)
+    assert native.inner.getTemperature().value_in_unit(u.kelvin) == pytest.approx(310)
+    assert native.inner.getFriction().value_in_unit(u.picosecond**-1) == pytest.approx(2.0)
+    assert native.inner.getStepSize().value_in_unit(u.femtosecond) == pytest.approx(2.0)
+    assert native.getRandomNumberSeed() == 2  # seed + 1: OpenMM reads 0 as "random"
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -139,13 +147,58 @@ def test_mts_with_empty_slow_group_is_single_step_dynamics(dipeptide, thermal_st
         return context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
 
     start = positions.value_in_unit(u.nanometer)
-    for ensemble in ("nvt", "nve"):
-        mts = final_positions(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=k, ensemble=ensemble),
-                              velocities, n_outer)
+    # NVE: velocity-Verlet RESPA against leapfrog Verlet; NVT without barostat: RESPA on native
+    # LangevinMiddle steps against LangevinMiddle, both leapfrog; NVT with barostat: RESPA as a
+    # CustomIntegrator (velocity Verlet) against LangevinMiddle.
+    for ensemble, constant_pressure, single_start in (("nve", False, half_step_velocities),
+                                                      ("nvt", False, velocities),
+                                                      ("nvt", True, half_step_velocities)):
+        mts = final_positions(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=k, ensemble=ensemble,
+                                              constant_pressure=constant_pressure), velocities, n_outer)
         single = final_positions(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=1, ensemble=ensemble),
-                                 half_step_velocities, k * n_outer)
+                                 single_start, k * n_outer)
         assert np.abs(mts - start).max() > 0.1  # the molecule moved (0.4 ps at 300 K)
         assert np.abs(mts - single).max() < 1e-6
+
+
+def test_native_mts_langevin_follows_mts_langevin_integrator(dipeptide, thermal_state):
+    """With torsions in the slow group, MTSLangevinMiddleIntegrator (inner LangevinMiddle steps)
+    and OpenMM's MTSLangevinIntegrator (a CustomIntegrator) give the same positions.
+
+    Without friction both are deterministic. The native scheme is the custom one conjugated by
+    half a fast kick (LangevinMiddle's velocity convention), so it starts from
+    v - (dt/2) f_fast/m. Also checked: time advances by the outer step, the slow force acts
+    (a run with the slow group left out ends far away), and the two kinetic temperatures
+    differ only by the half-kick offset.
+    """
+    system = torsions_slow(dipeptide.system)
+    positions, velocities = thermal_state
+    dt, k, n_outer = 0.002, 4, 50
+    probe = reference_context(system, openmm.VerletIntegrator(dt), positions, velocities)
+    fast = probe.getState(getForces=True, groups={MM_FAST}).getForces(asNumpy=True).value_in_unit(KJ / u.nanometer)
+    masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())])
+    probe.setVelocities(velocities.value_in_unit(u.nanometer / u.picosecond) - 0.5 * dt * fast / masses[:, None])
+    probe.applyVelocityConstraints(1e-12)
+    shifted = probe.getState(getVelocities=True).getVelocities(asNumpy=True)
+
+    def run(integrator, start_velocities, drop_slow=False):
+        run_system = system
+        if drop_slow:
+            run_system = openmm.XmlSerializer.clone(system)
+            for force in run_system.getForces():
+                if force.getForceGroup() == ML_SLOW:
+                    force.setForceGroup(2)  # outside both groups: never integrated
+        context = reference_context(run_system, integrator, positions, start_velocities)
+        integrator.step(n_outer)
+        state = context.getState(getPositions=True)
+        return state.getPositions(asNumpy=True).value_in_unit(u.nanometer), state.getTime().value_in_unit(u.picosecond)
+
+    custom, _ = run(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=k, constant_pressure=True), velocities)
+    native, time = run(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=k), shifted)
+    without_slow, _ = run(make_integrator(friction=0.0, inner_timestep=dt, mts_factor=k), shifted, drop_slow=True)
+    assert time == pytest.approx(n_outer * k * dt)
+    assert np.abs(native - custom).max() < 1e-6
+    assert np.abs(without_slow - custom).max() > 1e-2
 
 
 @pytest.mark.parametrize("k, slow_torsions", [(1, False), (4, False), (4, True)])

@@ -6,7 +6,7 @@ Rows (:data:`ROWS`), all on the same system, platform, thread settings and start
 - ``torchforce``: ML/MM (:func:`mlmm.embedding.create_mixed_system`, mechanical embedding),
   the TorchForce and the MM force field every inner step (k = 1);
 - ``mts``: the same System with difference splitting, the ML correction every
-  ``mts_factor`` inner steps (``MTSLangevinIntegrator``, :func:`mlmm.splitting.make_integrator`;
+  ``mts_factor`` inner steps (:func:`mlmm.splitting.make_integrator`: native LangevinMiddle inner steps;
   k and the inner step default to mlmm's run defaults, :data:`mlmm.splitting.DEFAULT_MTS_FACTOR`
   and :data:`~mlmm.splitting.DEFAULT_INNER_TIMESTEP_FS`);
 - ``pythonforce``: the same physics with the ML energy through ``openmm.PythonForce`` and host

@@ -239,6 +239,7 @@ def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_st
             target = min(total, *(_next_multiple(step, n) for n in intervals))
             _advance(context, target - step, f"steps {step}-{target}", folder)
             step = target
+            context.setStepCount(step)  # outer steps; an MTS integrator's sub-integrators each count their own
             frame_due = trajectory is not None and step % config.trajectory_interval == 0
             state = context.getState(getEnergy=True, getPositions=frame_due, enforcePeriodicBox=periodic)
             _check_stable(state, prepared, config, f"step {step} (t = {state.getTime().value_in_unit(u.picosecond):.4f} ps)",

@@ -96,7 +96,7 @@ def _create_context(system: openmm.System, config: RunConfig) -> openmm.Context:
     """A Context on ``config.platform``, or on the fastest platform that can create one."""
     def integrator():
         return make_integrator(config.temperature, config.friction, config.inner_timestep, config.mts_factor,
-                               config.ensemble, config.seed)
+                               config.ensemble, config.seed, constant_pressure=config.pressure is not None)
 
     if config.platform is not None:
         platform = openmm.Platform.getPlatformByName(config.platform)
