@@ -7,6 +7,7 @@ deterministic, so a killed and resumed run can be compared with an uninterrupted
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,3 +118,18 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, dipeptide_dir):
     run(config, progress=False)
     reference = read_energies(whole / "energies.csv")
     assert np.array_equal(reference["total_kj_mol"], table["total_kj_mol"])
+
+
+def test_link_atoms_and_mm_region_reach_the_mixed_system(tmp_path, dipeptide_dir, capsys):
+    """A region that cuts the CA-CB bond (the alanine side chain) is refused without --link-atoms
+    and runs with it (methane: CB, its hydrogens and a link hydrogen); --mm-region is recorded."""
+    options = ["--model", "aimnet2", "--region", "resname ALA and name CB HB1 HB2 HB3", "--steps", "2", "--equilibration", "0",
+               "--no-minimize", "--platform", "Reference", "--no-progress", "--trajectory", "none"]
+    refused = tmp_path / "refused"
+    assert main(["run", str(dipeptide_dir), "-o", str(refused), *options]) == 2
+    assert "link_atoms=True" in capsys.readouterr().err
+    assert not refused.exists()
+    folder = tmp_path / "capped"
+    assert main(["run", str(dipeptide_dir), "-o", str(folder), *options, "--link-atoms", "--mm-region", "box"]) == 0
+    config = json.loads((folder / "run.json").read_text())["config"]
+    assert config["link_atoms"] is True and config["mm_region"] == "box"

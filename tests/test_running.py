@@ -74,13 +74,13 @@ def test_config_units_and_lengths():
 def test_config_validation_reports_every_problem_at_once():
     config = RunConfig(output="x", steps=10, length="2ps", mts_factor=0, temperature=-5, inner_timestep="3 parsecs",
                        ensemble="npt", trajectory="out.pdb", platform="Quantum", precision="double", model="aimnet3",
-                       seed=-1, energy_interval=0)
+                       seed=-1, energy_interval=0, mm_region="exact")
     with pytest.raises(InputError) as error:
         config.validate()
     message = str(error.value)
     for fragment in ("either as steps", "mts_factor = 0", "temperature = -5.0 K", "'3 parsecs' is not a time",
                      "ensemble = 'npt'", "trajectory = 'out.pdb'", "platform = 'Quantum' is not available",
-                     "model = 'aimnet3' is unknown", "seed = -1", "energy_interval = 0"):
+                     "model = 'aimnet3' is unknown", "seed = -1", "energy_interval = 0", "mm_region = 'exact'"):
         assert fragment in message
 
 

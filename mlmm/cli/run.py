@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     model.add_argument("--region", help="ML region: region name, 'resname XYZ' or MDTraj selection (default: ligand)")
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", dest="model_options",
                        help="option passed to the model plugin (value parsed as JSON when possible); repeatable")
+    model.add_argument("--link-atoms", action="store_true", default=None,
+                       help="cap covalent bonds the region cuts with link hydrogens (e.g. a protein side chain)")
+    model.add_argument("--mm-region", choices=("pairs", "box"),
+                       help="region's own MM nonbonded energy: its atom pairs (default) or exact with its periodic images")
     dynamics = parser.add_argument_group("dynamics")
     dynamics.add_argument("-k", "--mts", type=int, dest="mts_factor", help="MTS factor k: ML every k inner steps (default: mlmm.splitting.DEFAULT_MTS_FACTOR)")
     dynamics.add_argument("--timestep", dest="inner_timestep", help="inner time step, e.g. 2fs (default 2fs)")
@@ -65,7 +69,7 @@ def register(subparsers) -> None:
 
 
 _CONFIG_OPTIONS = (
-    "model", "embedding", "region", "model_options", "mts_factor", "inner_timestep", "temperature", "friction",
+    "model", "embedding", "region", "model_options", "link_atoms", "mm_region", "mts_factor", "inner_timestep", "temperature", "friction",
     "pressure", "ensemble", "length", "steps", "seed", "minimize", "minimize_max_iterations", "equilibration",
     "trajectory", "trajectory_interval", "energy_interval", "checkpoint_interval", "platform", "precision",
 )

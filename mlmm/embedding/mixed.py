@@ -189,7 +189,7 @@ def create_mixed_system(
         shown = ", ".join(f"{atoms[i].residue.name}{atoms[i].residue.id}:{atoms[i].name}-"
                           f"{atoms[j].residue.name}{atoms[j].residue.id}:{atoms[j].name}" for i, j in cut[:4])
         raise InputError(
-            f"region {region!r} cuts {len(cut)} covalent bond(s) ({shown}); pass link_atoms=True to cap them with "
+            f"region {region!r} cuts {len(cut)} covalent bond(s) ({shown}); pass link_atoms=True (mlmm run: --link-atoms) to cap them with "
             "hydrogens, or select whole molecules or residues (e.g. 'resname LIG' or 'residue 100 to 102')."
         )
     links = link_atoms_for(molecular_system, indices) if cut else None

@@ -18,6 +18,7 @@ from pathlib import Path
 import openmm
 import openmm.unit as u
 
+from ..embedding.mm_region import NONBONDED_METHODS
 from ..errors import InputError
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, ENSEMBLES
 from ..units import parse_time_ps, value_in
@@ -47,6 +48,8 @@ class RunConfig:
     embedding: str = "mechanical"
     region: str | None = None  # ML region: a region name, "resname XYZ" or an MDTraj selection; None: "ligand"
     model_options: dict = field(default_factory=dict)
+    link_atoms: bool = False  # cap covalent bonds the region cuts with link hydrogens
+    mm_region: str = "pairs"  # the region's own MM nonbonded energy: "pairs" or "box" (mlmm.embedding.mm_region)
     mts_factor: int = DEFAULT_MTS_FACTOR  # k: ML correction every k inner steps
     inner_timestep: float = DEFAULT_INNER_TIMESTEP_FS * 1e-3  # ps
     temperature: float = 300.0  # K
@@ -198,6 +201,10 @@ def _check_model(config):
         yield f"region = {config.region!r} must be a region name, 'resname XYZ' or an MDTraj selection."
     if not isinstance(config.model_options, dict):
         yield f"model_options = {config.model_options!r} must be a dict of keyword options."
+    if config.mm_region not in NONBONDED_METHODS:
+        yield f"mm_region = {config.mm_region!r} is unknown; choose {' or '.join(NONBONDED_METHODS)}."
+    if not isinstance(config.link_atoms, bool):
+        yield f"link_atoms = {config.link_atoms!r} must be true or false."
 
 
 def _check_dynamics(config):

@@ -72,7 +72,8 @@ def prepare(config: RunConfig, molecular_system: MolecularSystem) -> PreparedRun
         from ..embedding.mixed import create_mixed_system
 
         mixed = create_mixed_system(molecular_system, model=config.model, region=config.region or "ligand",
-                                    embedding=config.embedding, model_options=config.model_options)
+                                    embedding=config.embedding, model_options=config.model_options,
+                                    link_atoms=config.link_atoms, mm_region=config.mm_region)
         system = mixed.system
     check_force_groups(system)
     if config.pressure is not None:
