@@ -82,7 +82,7 @@ def test_box_holds_the_wigner_self_energy_of_a_charged_region(toluene_water):
 
 def test_unsupported_choices_are_refused(toluene_water):
     region = resolve_region(toluene_water, "ligand")
-    with pytest.raises(InputError, match="unknown region nonbonded method"):
+    with pytest.raises(InputError, match="unknown mm_region"):
         region_mm_forces(toluene_water.system, region, "exact")
     with pytest.raises(InputError, match="LJPME"):
         region_mm_forces(with_method(toluene_water.system, openmm.NonbondedForce.LJPME), region, "pairs")

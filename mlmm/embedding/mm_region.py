@@ -63,7 +63,7 @@ def region_mm_forces(system: openmm.System, region: np.ndarray, nonbonded: str =
     cannot separate (for example a ``CustomNonbondedForce``).
     """
     if nonbonded not in NONBONDED_METHODS:
-        raise InputError(f"unknown region nonbonded method {nonbonded!r}; choose one of {', '.join(NONBONDED_METHODS)}.")
+        raise InputError(f"unknown mm_region {nonbonded!r}; choose one of {', '.join(NONBONDED_METHODS)}.")
     inside = np.zeros(system.getNumParticles(), dtype=bool)
     inside[np.asarray(region)] = True
     forces: dict[str, openmm.Force] = {}
@@ -78,7 +78,7 @@ def region_mm_forces(system: openmm.System, region: np.ndarray, nonbonded: str =
             _check_plain_nonbonded(force)
             restrict = _region_pairs if nonbonded == "pairs" else _restrict_nonbonded
             copy = restrict(force, inside)
-            if not isinstance(copy, openmm.CustomBondForce) or copy.getNumBonds():
+            if copy is not None:
                 forces["mm_nonbonded"] = copy
         elif isinstance(force, openmm.CMAPTorsionForce):
             if any(_cmap_atoms(force, i) <= set(np.flatnonzero(inside)) for i in range(force.getNumTorsions())):
@@ -157,8 +157,8 @@ def _restrict_nonbonded(force: openmm.NonbondedForce, inside: np.ndarray) -> ope
     return copy
 
 
-def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray) -> openmm.CustomBondForce:
-    """The region's intra-region nonbonded energy as a CustomBondForce over its atom pairs.
+def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray) -> openmm.CustomBondForce | None:
+    """The region's intra-region nonbonded energy as a CustomBondForce over its atom pairs (None: no pairs).
 
     Per-pair parameters: ``qq`` (e^2), ``sig`` (nm), ``eps`` (kJ/mol) and ``normal`` (1 for a
     normal pair, which gets the cutoff, switch and reaction field; 0 for a 1-4 exception,
@@ -166,7 +166,7 @@ def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray) -> openmm.Cu
     """
     method = force.getNonbondedMethod()
     if method == openmm.NonbondedForce.LJPME:
-        raise InputError("nonbonded='pairs' does not support LJPME; use nonbonded='box' for this system.")
+        raise InputError("the region's MM pairs cannot be computed for LJPME; use mm_region='box' for this system.")
     coulomb = f"{COULOMB_CONSTANT}*qq/r"
     lj = "4*eps*((sig/r)^12-(sig/r)^6)"
     definitions = ""
@@ -204,4 +204,4 @@ def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray) -> openmm.Cu
             else:
                 (qi, si, ei), (qj, sj, ej) = parameters[i], parameters[j]
                 pairs.addBond(i, j, [qi * qj, 0.5 * (si + sj), float(np.sqrt(ei * ej)), 1.0])
-    return pairs
+    return pairs if pairs.getNumBonds() else None
