@@ -111,17 +111,18 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
     temperatures, lengths = [], []
     try:
         for _ in range(max(0, round(equilibration_ps / (report_steps * outer_ps)))):
-            integrator.step(report_steps)
+            _advance(integrator, report_steps, "equilibration")
             _check(context.getState(getEnergy=True), limit, "equilibration")
     except SimulationError as exc:
         result.update(stable=False, failure=str(exc))
         n_report = 0
     started = time.perf_counter()
     try:
-        for _ in range(n_report):
-            integrator.step(report_steps)
+        for index in range(n_report):
+            stage = f"NVT at {index * report_steps * outer_ps:.2f} ps"
+            _advance(integrator, report_steps, stage)
             state = context.getState(getEnergy=True, getPositions=True)
-            _check(state, limit, "NVT")
+            _check(state, limit, stage)
             temperatures.append(2.0 * state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole) / (dof * KB_KJ_PER_MOL_K))
             if len(bonds):
                 xyz = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
@@ -157,13 +158,21 @@ def _nve_drift(system, start_state, platform_object, inner_ps, k, nve_ps, report
     outer_ps = inner_ps * k
     times, totals = [], []
     for index in range(max(2, round(nve_ps / (report_steps * outer_ps)))):
-        integrator.step(report_steps)
+        _advance(integrator, report_steps, "NVE")
         state = context.getState(getEnergy=True)
         _check(state, limit, "NVE")
         totals.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(u.kilojoule_per_mole))
         times.append((index + 1) * report_steps * outer_ps * 1e-3)  # ns
     slope = np.polyfit(np.array(times), np.array(totals), 1)[0]
     return float(slope / dof)
+
+
+def _advance(integrator: openmm.Integrator, steps: int, stage: str) -> None:
+    """``integrator.step(steps)``, with OpenMM's NaN exception turned into a :class:`SimulationError`."""
+    try:
+        integrator.step(steps)
+    except openmm.OpenMMException as exc:
+        raise SimulationError(f"{stage}: {str(exc).split('.')[0]}") from None
 
 
 def _check(state: openmm.State, limit: float, stage: str) -> None:

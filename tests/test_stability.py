@@ -31,6 +31,17 @@ def test_short_configuration_reports_finite_metrics(toluene_water):
     assert "| toluene-water | mechanical | no | 1 | 2 | 2 | yes |" in markdown_table([result])
 
 
+def test_a_blown_up_configuration_is_reported_not_raised(toluene_water):
+    """A 40 fs outer step (20 fs inner steps) ends in NaN within a few steps: the study records
+    it as unstable, with the stage, and goes on."""
+    config = StudyConfig("toluene-water", "mechanical", 20.0, 2, False)
+    result = run_configuration(toluene_water, config, nvt_ps=0.4, nve_ps=0.04, report_ps=0.04,
+                               equilibration_ps=0.0, minimize_iterations=20)
+    assert not result["stable"]
+    assert result["failure"].startswith("NVT at")
+    assert math.isnan(result["nve_drift"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
 def test_default_splitting_is_stable_for_100_ps(toluene_water, embedding):
