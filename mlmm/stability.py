@@ -131,8 +131,8 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
         result.update(stable=False, failure=str(exc))
     elapsed = time.perf_counter() - started
     steps_done = max(1, len(temperatures)) * report_steps
-    result["ms_per_outer_step"] = 1e3 * elapsed / steps_done
-    result["ns_per_day"] = outer_ps * 1e-3 * steps_done / elapsed * 86400.0
+    result["ms_per_outer_step"] = 1e3 * elapsed / steps_done if result["stable"] else math.nan
+    result["ns_per_day"] = outer_ps * 1e-3 * steps_done / elapsed * 86400.0 if result["stable"] else math.nan
     result["temperature_k"] = float(np.mean(temperatures)) if temperatures else math.nan
     result["temperature_std_k"] = float(np.std(temperatures)) if temperatures else math.nan
     if lengths:
@@ -214,10 +214,15 @@ def markdown_table(results: list[dict]) -> str:
     header = ("| system | embedding | HMR | inner (fs) | k | outer (fs) | stable | T (K) | max bond dev. (pm) "
               "| NVE drift (kJ/mol/ns/dof) | ns/day |\n|" + "---|" * 11)
     rows = [header]
+    def shown(value, fmt):
+        return "-" if value is None or not math.isfinite(value) else format(value, fmt)
+
     for r in results:
+        stability = "yes" if r["stable"] else f"no ({r['failure']})"
         rows.append(
             f"| {r['system']} | {r['embedding']} | {'yes' if r['hmr'] else 'no'} | {r['inner_fs']:g} | {r['k']} "
-            f"| {r['outer_fs']:g} | {'yes' if r['stable'] else 'NaN/explodes'} | {r['temperature_k']:.1f} "
-            f"| {1e3 * r['max_bond_deviation_nm']:.1f} | {r['nve_drift']:.3g} | {r['ns_per_day']:.2f} |"
+            f"| {r['outer_fs']:g} | {stability} | {shown(r['temperature_k'], '.1f')} "
+            f"| {shown(1e3 * r['max_bond_deviation_nm'], '.1f')} | {shown(r['nve_drift'], '.3g')} "
+            f"| {shown(r['ns_per_day'] if r['stable'] else math.nan, '.2f')} |"
         )
     return "\n".join(rows) + "\n"

@@ -39,7 +39,8 @@ def test_a_blown_up_configuration_is_reported_not_raised(toluene_water):
                                equilibration_ps=0.0, minimize_iterations=20)
     assert not result["stable"]
     assert result["failure"].startswith("NVT at")
-    assert math.isnan(result["nve_drift"])
+    assert math.isnan(result["nve_drift"]) and math.isnan(result["ns_per_day"])
+    assert "| no (NVT at" in markdown_table([result])
 
 
 @pytest.mark.slow
