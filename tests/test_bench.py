@@ -63,7 +63,10 @@ def test_report_is_well_formed(tiny_report):
     assert 0 < ratios["mm_region_share_of_slow_group"] < 1
     assert set(entry["ratios_cpu"]) == set(RATIOS)
     assert entry["ratios_cpu"]["mts_vs_mm"] == pytest.approx(rows["mm"]["cpu_ms_per_step"] / rows["mts"]["cpu_ms_per_step"])
-    assert set(entry["breakdown_ms_per_evaluation"]) == {"empty", "mm", "ml_torchforce", "mm_region"}
+    breakdown = entry["breakdown_ms_per_evaluation"]
+    assert set(breakdown) == {"empty", "mm", "ml_torchforce", "mm_region", "model"}
+    assert ratios["torchforce_call_overhead_fraction"] == pytest.approx(
+        (breakdown["ml_torchforce"] - breakdown["empty"] - breakdown["model"]) / breakdown["model"])
     assert set(entry["breakdown_cpu_ms_per_evaluation"]) == set(entry["breakdown_ms_per_evaluation"])
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000

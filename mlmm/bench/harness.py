@@ -23,8 +23,10 @@ CPU time of the process (all threads) per inner step: on a shared machine it sho
 done when the wall time is stretched by waiting for a core.
 
 Also measured, once per system: the time of one evaluation of each part of the ML/MM System
-(``breakdown``: MM force field, ML TorchForce, MMRegion subtraction), and the agreement of
-the TorchForce and PythonForce paths on energy and forces (``consistency``).
+(``breakdown``: MM force field, ML TorchForce, MMRegion subtraction, and the bare model call
+timed in the same interleaved rounds, so the TorchForce's own overhead is a difference of
+measurements taken side by side), and the agreement of the TorchForce and PythonForce paths
+on energy and forces (``consistency``).
 """
 
 from __future__ import annotations
@@ -232,7 +234,7 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
     if mixed is not None:
         say("timing the parts of the ML/MM force field")
         result.breakdown_ms_per_evaluation, result.breakdown_cpu_ms_per_evaluation = _breakdown(
-            mixed, positions, platform, properties, settings)
+            mixed, positions, platform, properties, settings, _device(platform))
     result.ratios = _ratios(result.rows, result.breakdown_ms_per_evaluation)
     result.ratios_cpu = _ratios(result.rows, result.breakdown_cpu_ms_per_evaluation, key="cpu_ms_per_step")
     return result
@@ -248,7 +250,7 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
     from ..embedding.mixed import create_mixed_system
 
     say = progress.set_postfix_str if progress is not None else (lambda text: None)
-    device = "cuda" if platform.getName() == "CUDA" else "cpu"
+    device = _device(platform)
 
     def context(system, mts_factor):
         integrator = make_integrator(settings.temperature, settings.friction, settings.inner_timestep, mts_factor,
@@ -354,8 +356,14 @@ def _whole_region_positions(mixed, positions: np.ndarray, device: str) -> torch.
     return region.to(device)
 
 
-def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[str, float], dict[str, float]]:
-    """Wall and CPU milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce, MMRegion.
+def _device(platform: openmm.Platform) -> str:
+    """The torch device a TorchForce uses on ``platform``."""
+    return "cuda" if platform.getName() == "CUDA" else "cpu"
+
+
+def _breakdown(mixed, positions, platform, properties, settings, device) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce,
+    MMRegion, and one bare model call (``model``), all timed in the same interleaved rounds.
 
     The mixed System's TorchForce is moved to a force group of its own for this; it is
     not used for dynamics afterwards.
@@ -374,12 +382,16 @@ def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[s
     masks = {"empty": 0, **{name: forcegroups.group_mask(group) for name, group in groups.items()}}
     if not has_region_force:
         del masks["mm_region"]
+    region_positions = _whole_region_positions(mixed, positions, device)
+    mixed.region_model.to(device)
     for mask in masks.values():
         timing.time_evaluations(context, mask, 2)  # warm-up
-    samples = {name: [] for name in masks}
+    timing.time_model_calls(mixed.region_model, region_positions, 2)
+    samples = {name: [] for name in (*masks, "model")}
     for _ in range(settings.repeats):
         for name, mask in masks.items():
             samples[name].append(timing.time_evaluations(context, mask, evaluations))
+        samples["model"].append(timing.time_model_calls(mixed.region_model, region_positions, evaluations))
     return ({name: timing.median(t.wall_ms for t in values) for name, values in samples.items()},
             {name: timing.median(t.cpu_ms for t in values) for name, values in samples.items()})
 
@@ -397,7 +409,8 @@ def _ratios(rows: dict, breakdown: dict, key: str = "ms_per_step") -> dict[str, 
     - ``bridge_overhead_fraction``: (torchforce - mm - model) / model, per inner step; it
       includes the MMRegion subtraction and the thread sharing of torch and OpenMM;
     - ``torchforce_call_overhead_fraction``: (one TorchForce evaluation - one empty
-      evaluation - one model call) / model call: the cost of the OpenMM-torch bridge itself;
+      evaluation - one model call) / model call, all three from the breakdown's interleaved
+      rounds: the cost of the OpenMM-torch bridge itself;
     - ``mm_region_share_of_slow_group``: MMRegion / (MMRegion + ML TorchForce) per evaluation;
     - ``mm_region_share_of_mts_step``: one MMRegion evaluation / one outer step of ``mts``.
     """
@@ -418,9 +431,9 @@ def _ratios(rows: dict, breakdown: dict, key: str = "ms_per_step") -> dict[str, 
     }
     if None not in (ms("torchforce"), ms("mm"), ms("model")):
         ratios["bridge_overhead_fraction"] = (ms("torchforce") - ms("mm") - ms("model")) / ms("model")
-    if breakdown and ms("model") is not None:
+    if breakdown:
         ratios["torchforce_call_overhead_fraction"] = (
-            breakdown["ml_torchforce"] - breakdown["empty"] - ms("model")) / ms("model")
+            breakdown["ml_torchforce"] - breakdown["empty"] - breakdown["model"]) / breakdown["model"]
     if "mm_region" in breakdown:
         region = breakdown["mm_region"] - breakdown["empty"]
         ml = breakdown["ml_torchforce"] - breakdown["empty"]
