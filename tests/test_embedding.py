@@ -59,7 +59,7 @@ def electrostatic(toluene_water):
 
 @pytest.fixture(scope="module")
 def polarizable(toluene_water):
-    return create_mixed_system(toluene_water, "aimnet2", "ligand", "electrostatic", polarization=True)
+    return create_mixed_system(toluene_water, "aimnet2", "ligand", "polarizable")
 
 
 @pytest.mark.parametrize("mm_region", ["pairs", "box"])
@@ -219,8 +219,6 @@ def test_bad_embedding_options(toluene_water):
         create_mixed_system(toluene_water, "aimnet2", "ligand", "quantum")
     with pytest.raises(InputError, match="matches no atoms"):
         create_mixed_system(toluene_water, "aimnet2", "resname XYZ", "mechanical")
-    with pytest.raises(InputError, match="polarization needs"):
-        create_mixed_system(toluene_water, "aimnet2", "ligand", "mechanical", polarization=True)
 
 
 @pytest.mark.parametrize("fixture", ["mechanical", "electrostatic"])

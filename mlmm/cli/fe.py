@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..embedding import EMBEDDINGS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -36,7 +38,7 @@ def register(subparsers) -> None:
     )
     endstate.add_argument("system", help="saved system folder or YAML recipe")
     endstate.add_argument("--model", default="aimnet2", help="ML potential (default aimnet2; see `mlmm models`)")
-    endstate.add_argument("--embedding", nargs="+", default=["mechanical"], choices=("mechanical", "electrostatic"),
+    endstate.add_argument("--embedding", nargs="+", default=["mechanical"], choices=EMBEDDINGS,
                           help="embedding(s) (default mechanical)")
     endstate.add_argument("--region", default="ligand", help="ML region: region name or MDTraj selection (default ligand)")
     endstate.add_argument("--neq", action=argparse.BooleanOptionalAction, default=None,
@@ -55,7 +57,7 @@ def register(subparsers) -> None:
     source.add_argument("--devset", action="store_true", help="the 10-molecule development set")
     hydration.add_argument("--model", default="aimnet2", help="ML potential, or 'none' for MM only (default aimnet2)")
     hydration.add_argument("--embedding", nargs="+", default=["mechanical", "electrostatic"],
-                           choices=("mechanical", "electrostatic"), help="embeddings (default both)")
+                           choices=EMBEDDINGS, help="embeddings (default mechanical and electrostatic)")
     hydration.add_argument("--freesolv", metavar="PATH",
                            help="FreeSolv database.txt (default $MLMM_FREESOLV or ../shared/data/freesolv/database.txt)")
     hydration.add_argument("--padding", type=float, metavar="NM", help="water padding around the solute (nm, default 1.0)")

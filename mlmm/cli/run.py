@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..embedding import EMBEDDINGS
 from ..errors import InputError
 
 #: options that --resume accepts; everything else is fixed by the run's run.json
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", required=True, help="output folder")
     model = parser.add_argument_group("model")
     model.add_argument("--model", help="ML potential (see `mlmm models`); 'none' (default): pure MM")
-    model.add_argument("--embedding", choices=("mechanical", "electrostatic"), help="default: mechanical")
+    model.add_argument("--embedding", choices=EMBEDDINGS, help="default: mechanical")
     model.add_argument("--region", help="ML region: region name, 'resname XYZ' or MDTraj selection (default: ligand)")
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", dest="model_options",
                        help="option passed to the model plugin (value parsed as JSON when possible); repeatable")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..embedding import EMBEDDINGS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--systems", nargs="+", default=["systems/toluene-water.yaml"], help="recipes")
     parser.add_argument("--embeddings", nargs="+", default=["mechanical", "electrostatic"],
-                        choices=["mechanical", "electrostatic"])
+                        choices=EMBEDDINGS)
     parser.add_argument("--inner", nargs="+", type=float, default=[1.0, 2.0], help="inner time steps (fs)")
     parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 3, 4, 6], help="MTS factors")
     parser.add_argument("--hmr", nargs="+", default=["no", "yes"], choices=["no", "yes"],

@@ -10,6 +10,6 @@ correction, sits in the slow group (see :mod:`mlmm.forcegroups`). ``lambda = 0``
 #: name of the global parameter that interpolates MM (0) to ML/MM (1)
 LAMBDA_ML = "lambda_ml"
 
-from .mixed import MixedSystem, MLPotential, create_mixed_system  # noqa: E402
+from .mixed import EMBEDDINGS, MixedSystem, MLPotential, create_mixed_system  # noqa: E402
 
-__all__ = ["LAMBDA_ML", "MixedSystem", "MLPotential", "create_mixed_system"]
+__all__ = ["EMBEDDINGS", "LAMBDA_ML", "MixedSystem", "MLPotential", "create_mixed_system"]

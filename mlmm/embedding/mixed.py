@@ -46,7 +46,9 @@ from .link_atoms import LinkAtoms, create_linked_module, link_atoms_for, ml_coor
 from .mm_region import NONBONDED_METHODS, region_mm_forces
 from .scaling import lambda_scaled
 
-EMBEDDINGS = ("mechanical", "electrostatic")
+#: mechanical (subtractive); electrostatic (ML charges coupled to the MM charges); polarizable
+#: (electrostatic plus induced dipoles on the region's atoms)
+EMBEDDINGS = ("mechanical", "electrostatic", "polarizable")
 ML_FORCE_NAME = "MLRegion"
 MM_REGION_FORCE_NAME = "MMRegion"
 MIXED_FILE = "mixed.json"
@@ -149,7 +151,6 @@ def create_mixed_system(
     model_options: dict | None = None,
     lambda_value: float = 1.0,
     coupling_cutoff=None,
-    polarization: bool = False,
     link_atoms: bool = False,
     mm_region: str = "pairs",
 ) -> MixedSystem:
@@ -160,13 +161,13 @@ def create_mixed_system(
     model: a plugin name (``mlmm models`` lists them) or a :class:`PotentialPlugin`.
     region: a region name, ``"resname XYZ"``, an MDTraj selection or atom indices; the
         ligand by default. Its total charge comes from the building metadata.
-    embedding: ``"mechanical"`` (subtractive) or ``"electrostatic"`` (ML charges polarized by
-        and interacting with the MM charges).
+    embedding: ``"mechanical"`` (subtractive), ``"electrostatic"`` (the model's charges, which
+        depend on the region's geometry, interact with the MM charges) or ``"polarizable"``
+        (electrostatic plus the induction energy of Thole-damped dipoles on the region's
+        atoms in the MM field; :mod:`mlmm.embedding.electrostatic`).
     lambda_value: initial value of the global parameter ``lambda_ml`` (0 = MM, 1 = ML/MM).
-    coupling_cutoff: electrostatic embedding cutoff (nm or Quantity); default the MM
-        nonbonded cutoff, or 1.2 nm without one.
-    polarization: add the induction energy of Thole-damped dipoles on the region
-        (electrostatic embedding only).
+    coupling_cutoff: cutoff of the electrostatic and polarizable coupling (nm or Quantity);
+        default the MM nonbonded cutoff, or 1.2 nm without one.
     link_atoms: cap each covalent bond the region cuts with a link hydrogen
         (:mod:`mlmm.embedding.link_atoms`); without it such a region is refused.
     mm_region: how the region's own MM nonbonded energy is subtracted: ``"pairs"`` (its atom
@@ -176,8 +177,6 @@ def create_mixed_system(
     """
     if embedding not in EMBEDDINGS:
         raise InputError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}.")
-    if polarization and embedding != "electrostatic":
-        raise InputError("polarization needs embedding='electrostatic'.")
     if mm_region not in NONBONDED_METHODS:
         raise InputError(f"unknown mm_region {mm_region!r}; choose one of {', '.join(NONBONDED_METHODS)}.")
     if not 0.0 <= float(lambda_value) <= 1.0:
@@ -198,9 +197,9 @@ def create_mixed_system(
     model_numbers = atomic_numbers if links is None else np.concatenate([atomic_numbers, links.atomic_numbers])
     total_charge = molecular_system.total_charge(indices)  # the link hydrogens are neutral caps
     plugin.check_region(model_numbers, total_charge)
-    if embedding == "electrostatic" and not plugin.provides_charges:
+    if embedding != "mechanical" and not plugin.provides_charges:
         raise InputError(
-            f"model '{plugin.name}' predicts no atomic charges, which electrostatic embedding needs; "
+            f"model '{plugin.name}' predicts no atomic charges, which {embedding} embedding needs; "
             "use embedding='mechanical' or a model with charges (aimnet2)."
         )
     model_options = dict(model_options or {})
@@ -217,7 +216,7 @@ def create_mixed_system(
         module = create_linked_module(region_model, indices, links, system.getNumParticles(), periodic, anchor)
     else:
         module = torch.jit.script(_electrostatic_module(system, region_model, indices, periodic, coupling_cutoff,
-                                                        polarization, atomic_numbers, anchor, links,
+                                                        embedding == "polarizable", atomic_numbers, anchor, links,
                                                         molecular_system.topology))
     for force in _correction_forces(system, module, indices, periodic, lambda_value, mm_region):
         system.addForce(force)

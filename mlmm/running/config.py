@@ -18,12 +18,12 @@ from pathlib import Path
 import openmm
 import openmm.unit as u
 
+from ..embedding import EMBEDDINGS
 from ..embedding.mm_region import NONBONDED_METHODS
 from ..errors import InputError
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, ENSEMBLES
 from ..units import parse_time_ps, value_in
 
-EMBEDDINGS = ("mechanical", "electrostatic")
 PRECISIONS = ("single", "mixed", "double")
 #: platforms whose precision can be chosen; Reference is always double, CPU always single/mixed
 GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
@@ -196,7 +196,7 @@ def _check_model(config):
         if config.model not in names:
             yield f"model = {config.model!r} is unknown; installed models: {', '.join(names) or 'none'}, or 'none' for pure MM."
     if config.embedding not in EMBEDDINGS:
-        yield f"embedding = {config.embedding!r} is unknown; choose {' or '.join(EMBEDDINGS)}."
+        yield f"embedding = {config.embedding!r} is unknown; choose one of {', '.join(EMBEDDINGS)}."
     if config.region is not None and (not isinstance(config.region, str) or not config.region.strip()):
         yield f"region = {config.region!r} must be a region name, 'resname XYZ' or an MDTraj selection."
     if not isinstance(config.model_options, dict):
