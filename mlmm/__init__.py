@@ -1,7 +1,7 @@
 """mlmm: ML/MM molecular dynamics for OpenMM.
 
 TorchScript ML potentials attached as openmm-torch ``TorchForce`` objects that run on the
-device OpenMM uses, mechanical and electrostatic embedding with a lambda to interpolate
+device OpenMM uses, mechanical, electrostatic and polarizable embedding with a lambda to interpolate
 from MM, multiple-time-step splitting, production runs and free-energy workflows.
 
 Units everywhere: nm, ps, kJ/mol, K, e (see :mod:`mlmm.units`).

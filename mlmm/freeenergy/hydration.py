@@ -22,8 +22,8 @@ ML/MM: with dG_corr(phase) = G(ML/MM, phase) - G(MM, phase) from LAMBDA_ML windo
         = [G(MM, water) + dG_corr(water)] - [G(MM, vacuum) + dG_corr(vacuum)]
     dG_hyd(ML/MM) = dG_hyd(MM) + dG_corr(water, embedding) - dG_corr(vacuum).
 
-In vacuum there is no environment, so mechanical and electrostatic embedding are the same
-model (pure ML for the solute) and ``dG_corr(vacuum)`` is computed once and shared.
+In vacuum there is no environment, so every embedding (mechanical, electrostatic,
+polarizable) is the same model (pure ML for the solute) and ``dG_corr(vacuum)`` is computed once and shared.
 Independent legs' uncertainties add in quadrature.
 """
 
