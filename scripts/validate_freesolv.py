@@ -19,6 +19,7 @@ from pathlib import Path
 import mlmm  # noqa: F401  (imports torch before openmm)
 
 from mlmm.atomic_io import write_text_atomic
+from mlmm.embedding import EMBEDDINGS
 from mlmm.errors import MlmmError
 from mlmm.freeenergy import Protocol, devset_ids, freesolv_entries, hydration_free_energies
 from mlmm.freeenergy.hydration import HydrationReport
@@ -30,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ids", nargs="+", help="FreeSolv ids (default: the 10-molecule development set)")
     parser.add_argument("--protocol", default="quick", help="preset or YAML file (default quick)")
     parser.add_argument("--model", default="aimnet2", help="ML potential, or 'none' for MM only")
-    parser.add_argument("--embedding", nargs="+", default=["mechanical", "electrostatic"])
+    parser.add_argument("--embedding", nargs="+", default=["mechanical", "electrostatic"], choices=EMBEDDINGS,
+                        help="ML/MM embeddings (default mechanical electrostatic)")
     parser.add_argument("--scheduler", default="local", help="local (default) or a Dask scheduler address")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster processes (default 2)")
     parser.add_argument("--freesolv", help="FreeSolv database.txt (default $MLMM_FREESOLV or ../shared/data/...)")
