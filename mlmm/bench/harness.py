@@ -234,7 +234,7 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
     if mixed is not None:
         say("timing the parts of the ML/MM force field")
         result.breakdown_ms_per_evaluation, result.breakdown_cpu_ms_per_evaluation = _breakdown(
-            mixed, positions, platform, properties, settings, _device(platform))
+            mixed, positions, platform, properties, settings)
     result.ratios = _ratios(result.rows, result.breakdown_ms_per_evaluation)
     result.ratios_cpu = _ratios(result.rows, result.breakdown_cpu_ms_per_evaluation, key="cpu_ms_per_step")
     return result
@@ -361,7 +361,7 @@ def _device(platform: openmm.Platform) -> str:
     return "cuda" if platform.getName() == "CUDA" else "cpu"
 
 
-def _breakdown(mixed, positions, platform, properties, settings, device) -> tuple[dict[str, float], dict[str, float]]:
+def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[str, float], dict[str, float]]:
     """Wall and CPU milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce,
     MMRegion, and one bare model call (``model``), all timed in the same interleaved rounds.
 
@@ -382,6 +382,7 @@ def _breakdown(mixed, positions, platform, properties, settings, device) -> tupl
     masks = {"empty": 0, **{name: forcegroups.group_mask(group) for name, group in groups.items()}}
     if not has_region_force:
         del masks["mm_region"]
+    device = _device(platform)
     region_positions = _whole_region_positions(mixed, positions, device)
     mixed.region_model.to(device)
     for mask in masks.values():
