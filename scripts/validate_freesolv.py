@@ -4,7 +4,8 @@
 
 Molecules run one after another on one Dask cluster (each molecule's builds, windows and
 legs in parallel); after each molecule the JSON report and the plots so far are written to
-``--output``, so a long run that stops early keeps what it finished. The report is the one
+``--output``, so a long run that stops early keeps what it finished, and ``--resume`` runs
+only the molecules its report does not have yet (same protocol, model and embeddings). The report is the one
 ``mlmm fe hydration --json`` writes (kJ/mol), with RMSE and MUE for MM, each ML/MM embedding
 and FreeSolv's GAFF column over the same molecules; the table printed is in kcal/mol.
 """
@@ -37,7 +38,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster processes (default 2)")
     parser.add_argument("--freesolv", help="FreeSolv database.txt (default $MLMM_FREESOLV or ../shared/data/...)")
     parser.add_argument("--output", default="runs/freesolv-validation", help="folder for the JSON and plots")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the molecules already in OUTPUT/report.json and run only the missing ones")
     return parser.parse_args(argv)
+
+
+def finished_report(path: Path, resume: bool, protocol, model, embeddings) -> HydrationReport | None:
+    """The report to continue (``--resume``), None when there is none; refuses to overwrite one otherwise."""
+    if not path.exists():
+        return None
+    if not resume:
+        raise SystemExit(f"error: {path} exists; pass --resume to add the missing molecules to it, "
+                         "or choose another --output.")
+    previous = HydrationReport.load(path)
+    for what, before, now in (("protocol", previous.protocol, protocol), ("model", previous.model, model),
+                              ("embeddings", previous.embeddings, list(embeddings))):
+        if before != now:
+            raise SystemExit(f"error: {path} was computed with {what} {before!r}, this run asks for {now!r}; "
+                             "resume it with the same settings or choose another --output.")
+    return previous
 
 
 def main(argv=None) -> int:
@@ -49,6 +68,12 @@ def main(argv=None) -> int:
     model = None if args.model.lower() == "none" else args.model
     embeddings = args.embedding if model else []
     output = Path(args.output)
+    previous = finished_report(output / "report.json", args.resume, protocol, model, embeddings)
+    results = list(previous.results) if previous else []
+    done = {r.molecule.id for r in results}
+    entries = [entry for entry in entries if entry.id not in done]
+    if done:
+        print(f"resuming: {len(done)} molecule(s) already in {output / 'report.json'}, {len(entries)} to run", flush=True)
     output.mkdir(parents=True, exist_ok=True)
 
     if args.scheduler == "local":
@@ -56,8 +81,7 @@ def main(argv=None) -> int:
         client = Client(cluster)
     else:
         cluster, client = None, Client(args.scheduler)
-    start = time.perf_counter()
-    results = []
+    start = time.perf_counter() - (previous.wall_seconds if previous else 0.0)
     try:
         for number, entry in enumerate(entries, start=1):
             print(f"[{number}/{len(entries)}] {entry.id} {entry.name} ({entry.smiles})", flush=True)

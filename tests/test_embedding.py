@@ -99,6 +99,24 @@ def test_lambda_interpolates_from_mm_with_derivative(fixture, request, toluene_w
     assert energies[0.5][0] == pytest.approx(0.5 * (energies[0.0][0] + energies[1.0][0]), abs=1e-6)
 
 
+@pytest.mark.parametrize("fixture", ["mechanical", "electrostatic", "polarizable"])
+def test_ml_correction_group_vanishes_at_lambda_zero(fixture, request, toluene_water):
+    """At lambda_ml = 0 the slow group is exactly zero, so MM windows integrate without it (no model calls)."""
+    from mlmm.freeenergy.sampling import integration_groups
+    from mlmm.freeenergy.states import MLLambdaState
+
+    mixed = request.getfixturevalue(fixture)
+    context = make_context(mixed.system, toluene_water.positions)
+    context.setParameter(LAMBDA_ML, 0.0)
+    slow = context.getState(getEnergy=True, getForces=True, groups=forcegroups.group_mask(forcegroups.ML_SLOW))
+    assert slow.getPotentialEnergy().value_in_unit(KJ) == 0.0
+    assert np.all(slow.getForces(asNumpy=True).value_in_unit(KJ / u.nanometer) == 0.0)
+    all_groups = {force.getForceGroup() for force in mixed.system.getForces()}
+    assert integration_groups(mixed.system, MLLambdaState(lambda_ml=0.0)) == all_groups - {forcegroups.ML_SLOW}
+    assert integration_groups(mixed.system, MLLambdaState(lambda_ml=0.5)) is None
+    assert integration_groups(toluene_water.system, MLLambdaState(lambda_ml=0.0)) is None  # no ML group to leave out
+
+
 def test_energy_terms_report_the_split(mechanical, toluene_water):
     context = make_context(mechanical.system, toluene_water.positions)
     terms = mechanical.energy_terms(context)

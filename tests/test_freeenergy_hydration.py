@@ -91,3 +91,41 @@ def test_report_json_and_plots(report, tmp_path):
     assert {p.name for p in paths} >= {"solvent-endstate-electrostatic-dudl.png", "hydration.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
     assert "methanol" in report.table()
+
+
+def test_report_reads_back_from_json(report, tmp_path):
+    from mlmm.atomic_io import write_text_atomic
+    from mlmm.freeenergy import HydrationReport
+
+    path = tmp_path / "report.json"
+    write_text_atomic(path, json.dumps(report.to_dict()))
+    loaded = HydrationReport.load(path)
+    assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(report.to_dict(), sort_keys=True)
+    assert loaded.table() == report.table() and loaded.protocol == report.protocol
+    mbar = loaded.results[0].legs[VACUUM_ENDSTATE].mbar
+    assert mbar.converged == report.results[0].legs[VACUUM_ENDSTATE].mbar.converged and mbar.kT == pytest.approx(CI_PROTOCOL.kT)
+
+
+def test_validation_script_resumes_only_a_matching_report(report, tmp_path):
+    """scripts/validate_freesolv.py keeps a finished report's molecules, and never overwrites one by accident."""
+    import importlib.util
+    from pathlib import Path
+
+    from mlmm.atomic_io import write_text_atomic
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "validate_freesolv.py"
+    spec = importlib.util.spec_from_file_location("validate_freesolv", script)
+    validate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(validate)
+
+    path = tmp_path / "report.json"
+    assert validate.finished_report(path, False, CI_PROTOCOL, "aimnet2", ["mechanical", "electrostatic"]) is None
+    write_text_atomic(path, json.dumps(report.to_dict()))
+    with pytest.raises(SystemExit, match="pass --resume"):
+        validate.finished_report(path, False, CI_PROTOCOL, "aimnet2", ["mechanical", "electrostatic"])
+    with pytest.raises(SystemExit, match="embeddings"):
+        validate.finished_report(path, True, CI_PROTOCOL, "aimnet2", ["mechanical"])
+    with pytest.raises(SystemExit, match="protocol"):
+        validate.finished_report(path, True, CI_PROTOCOL.replace(seed=4), "aimnet2", ["mechanical", "electrostatic"])
+    resumed = validate.finished_report(path, True, CI_PROTOCOL, "aimnet2", ["mechanical", "electrostatic"])
+    assert [r.molecule.id for r in resumed.results] == [METHANOL]

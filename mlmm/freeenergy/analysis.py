@@ -85,6 +85,22 @@ class MBARResult:
             data["ti_dG"] = self.ti_dG
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict, kT: float) -> "MBARResult":
+        """The result :meth:`to_dict` wrote (``kT`` in kJ/mol, which it does not store); None reads as NaN."""
+        def array(key):
+            return np.array(data[key], dtype=float)
+
+        dudl = "dudl_mean" in data
+        return cls(
+            dG=float(data["dG"]["value"]), dG_error=float(data["dG"]["error"]), kT=kT, state_labels=list(data["states"]),
+            state_dG=array("state_dG"), state_dG_error=array("state_dG_error"), overlap=array("overlap"),
+            n_samples=np.array(data["n_samples"], dtype=int), statistical_inefficiency=array("statistical_inefficiency"),
+            convergence={key: np.array(values, dtype=float) for key, values in data["convergence"].items()},
+            dudl_mean=array("dudl_mean") if dudl else None, dudl_error=array("dudl_error") if dudl else None,
+            ti_dG=data.get("ti_dG"), halves_agree=bool(data["halves_agree"]),
+        )
+
 
 def decorrelate(reduced_potentials: np.ndarray, index: int) -> tuple[np.ndarray, float]:
     """Indices of the equilibrated, decorrelated samples of window ``index``, and the statistical inefficiency.
@@ -223,6 +239,12 @@ class NEQResult:
             "jarzynski_reverse": self.jarzynski_reverse,
             "bar": self.bar,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict, kT: float) -> "NEQResult":
+        """The result :meth:`to_dict` wrote (``kT`` in kJ/mol, which it does not store)."""
+        return cls(np.array(data["forward_work"], dtype=float), np.array(data["reverse_work"], dtype=float), kT,
+                   data["jarzynski_forward"], data["jarzynski_reverse"], data["bar"])
 
 
 def neq_analysis(forward_work_kT, reverse_work_kT, kT: float) -> NEQResult:

@@ -105,6 +105,24 @@ class HydrationResult:
             data["legs"] = {name: leg.to_dict() for name, leg in self.legs.items()}
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict, embeddings, kT: float) -> "HydrationResult":
+        """A molecule read back from :meth:`to_dict` (written with its legs); ``kT`` in kJ/mol."""
+        if "legs" not in data:
+            raise InputError(f"molecule {data.get('id')!r} was saved without its legs (to_dict(legs=False)); "
+                             "it cannot be read back.")
+
+        def reference(key: str, part: str):
+            return (data[key] or {}).get(part)
+
+        molecule = FreeSolvEntry(
+            id=data["id"], smiles=data["smiles"], name=data["name"],
+            experimental=reference("experimental", "value"), experimental_error=reference("experimental", "error"),
+            gaff=reference("gaff", "value"), gaff_error=reference("gaff", "error"),
+        )
+        legs = {name: LegResult.from_dict(leg, kT) for name, leg in data["legs"].items()}
+        return cls(molecule, legs, list(embeddings))
+
 
 def error_statistics(calculated, experimental) -> dict:
     """RMSE, MUE and mean signed error (calculated - experimental), kJ/mol and kcal/mol."""
@@ -147,6 +165,24 @@ class HydrationReport:
             "molecules": [r.to_dict(legs=legs) for r in self.results],
             "statistics": self.statistics(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HydrationReport":
+        """The report :meth:`to_dict` wrote (with legs), e.g. to add molecules to a finished run."""
+        protocol = Protocol(**data["protocol"])
+        results = [HydrationResult.from_dict(m, data["embeddings"], protocol.kT) for m in data["molecules"]]
+        return cls(results, protocol, data["model"], list(data["embeddings"]), float(data["wall_seconds"]))
+
+    @classmethod
+    def load(cls, path) -> "HydrationReport":
+        """Read a report written by ``mlmm fe hydration --json`` or ``scripts/validate_freesolv.py``."""
+        import json
+        from pathlib import Path
+
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path} is not a readable hydration report ({type(exc).__name__}: {exc}).") from None
 
     def table(self) -> str:
         """A plain-text summary in kcal/mol (the unit FreeSolv and the literature use)."""

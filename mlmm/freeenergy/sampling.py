@@ -25,6 +25,7 @@ import torch
 
 from ..embedding import LAMBDA_ML
 from ..errors import InputError, SimulationError
+from ..forcegroups import ML_SLOW
 
 #: 1 bar nm^3 per particle in kJ/mol (p V term of the reduced potential)
 KJ_PER_MOL_PER_BAR_NM3 = (1 * u.bar * u.nanometer**3 * u.AVOGADRO_CONSTANT_NA).value_in_unit(u.kilojoule_per_mole)
@@ -96,6 +97,21 @@ def _reports_derivative(system: openmm.System, parameter: str) -> bool:
     return False
 
 
+def integration_groups(system: openmm.System, state) -> set[int] | None:
+    """The force groups dynamics in ``state`` needs, or None for all of them.
+
+    In a mixed System the ML correction group (:data:`mlmm.forcegroups.ML_SLOW`) holds
+    only terms scaled by LAMBDA_ML, so at ``lambda_ml = 0`` its energy and forces are
+    exactly zero and the MM window need not evaluate the ML model at every step. It is
+    still evaluated for the reduced potentials of the other states (``getState`` computes
+    every group).
+    """
+    if getattr(state, "lambda_ml", None) != 0.0:
+        return None
+    groups = {force.getForceGroup() for force in system.getForces()}
+    return groups - {ML_SLOW} if ML_SLOW in groups else None
+
+
 def _set_coordinates(context, positions, box_vectors):
     if box_vectors is not None:
         context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box_vectors])
@@ -126,9 +142,12 @@ def sample_window(leg, index: int, protocol, seed: int, n_snapshots: int = 0) ->
         protocol.temperature * u.kelvin, protocol.friction / u.picosecond, protocol.timestep * u.picosecond
     )
     integrator.setRandomNumberSeed(seed)
+    states = leg.states
+    groups = integration_groups(system, states[index])
+    if groups is not None:
+        integrator.setIntegrationForceGroups(groups)
     context = create_context(system, integrator, protocol)
     _set_coordinates(context, leg.positions, leg.box_vectors)
-    states = leg.states
     states[index].apply_to_context(context)
     if protocol.minimization_steps:
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, protocol.minimization_steps)

@@ -41,6 +41,12 @@ class LegResult:
             data["neq"] = self.neq.to_dict()
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict, kT: float) -> "LegResult":
+        """A leg read back from :meth:`to_dict`; the raw samples (``outputs``) are not saved, so it has none."""
+        neq = NEQResult.from_dict(data["neq"], kT) if "neq" in data else None
+        return cls(data["name"], MBARResult.from_dict(data["mbar"], kT), neq, float(data["cpu_seconds"]), int(data["steps"]))
+
 
 def leg_graph(leg, n_states: int, protocol, label: str, neq: bool = False, run: str = "") -> dict:
     """The delayed tasks of one leg; ``leg`` may itself be a delayed object.
