@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import traceback
 from pathlib import Path
 
 import mlmm  # noqa: F401  (imports torch before openmm)
@@ -82,14 +83,17 @@ def main(argv=None) -> int:
     else:
         cluster, client = None, Client(args.scheduler)
     start = time.perf_counter() - (previous.wall_seconds if previous else 0.0)
+    failed = []
     try:
         for number, entry in enumerate(entries, start=1):
             print(f"[{number}/{len(entries)}] {entry.id} {entry.name} ({entry.smiles})", flush=True)
             try:
                 report = hydration_free_energies([entry], protocol=protocol, model=model, embeddings=embeddings,
                                                  scheduler=client, progress=True)
-            except MlmmError as exc:  # one molecule's failure (e.g. MBAR without overlap) does not stop the rest
-                print(f"{entry.id}: failed: {exc}", flush=True)
+            except Exception as exc:  # one molecule's failure (e.g. MBAR without overlap) does not stop the rest
+                failed.append(entry.id)
+                detail = str(exc) if isinstance(exc, MlmmError) else traceback.format_exc()
+                print(f"{entry.id}: failed: {detail}", flush=True)
                 continue
             results += report.results
             so_far = HydrationReport(results, protocol, model, embeddings, time.perf_counter() - start)
@@ -103,7 +107,9 @@ def main(argv=None) -> int:
         if cluster is not None:
             cluster.close()
     print(f"wall time {time.perf_counter() - start:.0f} s for {len(results)} molecules; report in {output}")
-    return 0
+    if failed:
+        print(f"failed: {' '.join(failed)} (rerun them with --resume)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

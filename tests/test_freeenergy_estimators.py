@@ -131,6 +131,27 @@ def test_mbar_keeps_precision_with_huge_energies_and_offsets():
     assert spiked.dG == pytest.approx(clean.dG, abs=0.05)
 
 
+@pytest.mark.parametrize("gap", [200.0, 5000.0])
+def test_states_without_overlap_never_pass_for_an_estimate(gap):
+    """Two states ``gap`` kT apart in both directions: pymbar's BAR start cannot bound the answer (in
+    pymbar 4.0.3 that surfaced as a NameError). MBAR then either has no finite uncertainty, which is
+    a SimulationError naming the cure, or an estimate flagged as not converged, with zero overlap."""
+    from mlmm.errors import SimulationError
+    from mlmm.freeenergy.analysis import mbar_analysis
+    from mlmm.freeenergy.sampling import WindowSamples
+
+    rng = np.random.default_rng(1)
+    a, b, noise_a, noise_b = rng.normal(0.0, 1.0, (4, 50))
+    windows = [WindowSamples("apart", 0, np.vstack([a, a + gap + noise_a]), None, [], 0.0, 0),
+               WindowSamples("apart", 1, np.vstack([b + gap + noise_b, b]), None, [], 0.0, 0)]
+    try:
+        result = mbar_analysis(windows, kT=1.0)
+    except SimulationError as exc:
+        assert "overlap too little" in str(exc)
+    else:
+        assert not result.converged and result.min_neighbour_overlap < 1e-6 and result.dG_error > 1.0
+
+
 def perturbed_toluene_leg(toluene_vacuum, name: str, scale: str) -> Leg:
     """Toluene (MM, vacuum) plus ``scale`` * V, V pulling every carbon 1-3 pair 0.01 nm apart."""
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(toluene_vacuum.system))

@@ -133,13 +133,30 @@ def _quiet_pymbar():
         logger.setLevel(level)
 
 
+def _create_mbar(u_kn: np.ndarray, N_k: np.ndarray, solver: str):
+    """pymbar.MBAR started from BAR between neighbouring states, or from zeros where BAR cannot start.
+
+    Between two states that barely overlap pymbar's BAR start raises ``BoundsError``; in
+    pymbar 4.0.3 its handler then fails with ``NameError`` (it names an exception it never
+    imports). Either way the solver is started from zeros instead.
+    """
+    import pymbar
+    from pymbar.utils import BoundsError
+
+    if len(N_k) > 1:
+        try:
+            return pymbar.MBAR(u_kn, N_k, initialize="BAR", solver_protocol=solver)
+        except (BoundsError, NameError):
+            pass
+    return pymbar.MBAR(u_kn, N_k, initialize="zeros", solver_protocol=solver)
+
+
 def _mbar(u_blocks: list[np.ndarray]):
     """Solve MBAR for per-window blocks u[k] of shape (K, n_k); returns (f_k, df_k, mbar).
 
     pymbar's default solver is tried first, then its "robust" one; :class:`SimulationError`
     when neither converges (too little overlap between the states).
     """
-    import pymbar
     from pymbar.utils import ParameterError
 
     N_k = np.array([block.shape[1] for block in u_blocks])
@@ -151,13 +168,16 @@ def _mbar(u_blocks: list[np.ndarray]):
     failure = None
     for solver in ("default", "robust"):
         try:
-            mbar = pymbar.MBAR(u_kn - shift, N_k, initialize="BAR" if len(N_k) > 1 else "zeros", solver_protocol=solver)
+            mbar = _create_mbar(u_kn - shift, N_k, solver)
             result = mbar.compute_free_energy_differences(compute_uncertainty=True)
         except (ParameterError, np.linalg.LinAlgError) as exc:
             failure = exc
             continue
         f = result["Delta_f"][0] + (shift[:, 0] - shift[0, 0])
-        df = np.nan_to_num(result["dDelta_f"][0])
+        df = result["dDelta_f"][0]
+        if not np.all(np.isfinite(f)) or not np.all(np.isfinite(df)):  # pymbar's sign that the states do not overlap
+            failure = "its uncertainty is not a number"
+            continue
         return f, df, mbar
     raise SimulationError(
         f"MBAR did not converge ({failure}); the states overlap too little. Add lambda windows where the overlap "

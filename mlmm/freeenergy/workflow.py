@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import SimulationError
 from .analysis import MBARResult, NEQResult, mbar_analysis, neq_analysis
 from .sampling import sample_window, switch
 from .states import describe_state
@@ -86,7 +87,10 @@ def analyse_leg(leg, outputs: list, protocol) -> LegResult:
     """:class:`LegResult` from the computed outputs of :func:`graph_tasks` (same order)."""
     windows = outputs[: leg.n_states]
     switches = outputs[leg.n_states:]
-    mbar = mbar_analysis(windows, protocol.kT, [describe_state(state) for state in leg.states])
+    try:
+        mbar = mbar_analysis(windows, protocol.kT, [describe_state(state) for state in leg.states])
+    except SimulationError as exc:
+        raise SimulationError(f"leg {leg.name!r}: {exc}") from None
     neq = None
     if switches:
         by_direction = {s.direction: s.work for s in switches}
