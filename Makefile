@@ -22,8 +22,11 @@ env: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mlmm run systems/toluene-water.yaml -o runs/toluene-water --model aimnet2 --length 2ps --overwrite
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), each test module whole in one of them so its
+# fixtures are built once; most tests use one core, so two workers fill a two-core machine.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
