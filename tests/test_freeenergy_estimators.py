@@ -209,3 +209,20 @@ def test_serial_and_dask_runs_are_identical(harmonic_leg, toluene_vacuum):
     # and a different seed gives different samples
     other = run_legs(legs[:1], protocol.replace(seed=100), neq=False, progress=False)
     assert other["harmonic"].dG != serial["harmonic"].dG
+
+
+def test_mm_window_without_the_ml_group_samples_the_same(toluene_vacuum, monkeypatch):
+    """The lambda_ml = 0 window leaves the ML group out of its dynamics; with the (zero) group
+    kept in, the same seed gives bitwise the same samples (Reference platform, AIMNet2)."""
+    from mlmm.freeenergy import endstate_leg, sampling
+
+    protocol = Protocol.preset("smoke").replace(platform="Reference", minimization_steps=5, equilibration_steps=10,
+                                                samples_per_window=4, steps_per_sample=5, endstate_lambdas=(0.0, 1.0))
+    leg = endstate_leg(toluene_vacuum, "aimnet2", "mechanical", protocol)
+    assert sampling.integration_groups(leg.create_system(), leg.states[0]) is not None
+    fast = sampling.sample_window(leg, 0, protocol, seed=11, n_snapshots=2)
+    monkeypatch.setattr(sampling, "integration_groups", lambda system, state: None)
+    full = sampling.sample_window(leg, 0, protocol, seed=11, n_snapshots=2)
+    np.testing.assert_array_equal(fast.reduced_potentials, full.reduced_potentials)
+    np.testing.assert_array_equal(fast.dudl, full.dudl)
+    np.testing.assert_array_equal(fast.snapshots[-1][0], full.snapshots[-1][0])
