@@ -5,9 +5,10 @@
 Molecules run one after another on one Dask cluster (each molecule's builds, windows and
 legs in parallel); after each molecule the JSON report and the plots so far are written to
 ``--output``, so a long run that stops early keeps what it finished, and ``--resume`` runs
-only the molecules its report does not have yet (same protocol, model and embeddings). The report is the one
-``mlmm fe hydration --json`` writes (kJ/mol), with RMSE and MUE for MM, each ML/MM embedding
-and FreeSolv's GAFF column over the same molecules; the table printed is in kcal/mol.
+only the molecules its report does not have yet (same protocol, model and embeddings). The
+report is the one ``mlmm fe hydration --json`` writes (kJ/mol), with RMSE and MUE for MM,
+each ML/MM embedding and FreeSolv's GAFF column over the same molecules; the table printed is
+in kcal/mol.
 """
 
 from __future__ import annotations
