@@ -29,7 +29,9 @@ Independent legs' uncertainties add in quadrature.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -176,9 +178,6 @@ class HydrationReport:
     @classmethod
     def load(cls, path) -> "HydrationReport":
         """Read a report written by ``mlmm fe hydration --json`` or ``scripts/validate_freesolv.py``."""
-        import json
-        from pathlib import Path
-
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
