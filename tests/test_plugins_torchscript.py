@@ -13,15 +13,6 @@ KJ_PER_EV = 96.48533212331002
 
 
 @pytest.fixture(scope="module")
-def toluene():
-    from openff.toolkit import Molecule
-    from openff.toolkit.utils import get_data_file_path
-
-    molecule = Molecule.from_file(get_data_file_path("molecules/toluene.sdf"))
-    return [atom.atomic_number for atom in molecule.atoms], molecule.conformers[0].m_as("nanometer")
-
-
-@pytest.fixture(scope="module")
 def aimnet2_member(toluene):
     return load_plugin("aimnet2").create_model(toluene[0], 0)
 

@@ -53,7 +53,7 @@ class TrajectoryWriter:
         os.close(fd)
         try:
             self._handle = self._format.open(Path(tmp), topology)
-            copied = self._format.copy_frames(self.path, self._handle, keep_frames)
+            copied = _copy_frames(self._format, self.path, self._handle, keep_frames)
             if copied < keep_frames:
                 raise InputError(
                     f"trajectory {self.path} holds {copied} complete frames, but the checkpoint expects "
@@ -92,7 +92,20 @@ class TrajectoryWriter:
 def read_frame_count(path: str | os.PathLike) -> int:
     """Number of complete frames in a trajectory file."""
     path = Path(path)
-    return _format_for(path).count_frames(path)
+    with _format_for(path).reader(path) as reader:
+        return len(reader)
+
+
+def _copy_frames(trajectory_format, source: Path, handle, n_frames: int) -> int:
+    """Copy up to the first ``n_frames`` of ``source`` to ``handle`` in chunks; return how many were copied."""
+    copied = 0
+    with trajectory_format.reader(source) as reader:
+        while copied < n_frames:
+            chunk = trajectory_format.copy_chunk(reader, handle, min(_COPY_CHUNK, n_frames - copied))
+            if chunk == 0:
+                break
+            copied += chunk
+    return copied
 
 
 def _fsync_path(path) -> None:
@@ -130,21 +143,15 @@ class _DCD:
         """MDTraj's DCD writer hands every frame to the OS as it writes it."""
 
     @staticmethod
-    def copy_frames(source, handle, n_frames):
-        copied = 0
-        with formats.DCDTrajectoryFile(str(source), "r") as reader:
-            while copied < n_frames:
-                xyz, lengths, angles = reader.read(n_frames=min(_COPY_CHUNK, n_frames - copied))
-                if len(xyz) == 0:
-                    break
-                handle.write(xyz, cell_lengths=lengths, cell_angles=angles)
-                copied += len(xyz)
-        return copied
+    def reader(path):
+        return formats.DCDTrajectoryFile(str(path), "r")
 
     @staticmethod
-    def count_frames(path):
-        with formats.DCDTrajectoryFile(str(path), "r") as reader:
-            return len(reader)
+    def copy_chunk(reader, handle, n_frames):
+        xyz, lengths, angles = reader.read(n_frames=n_frames)
+        if len(xyz):
+            handle.write(xyz, cell_lengths=lengths, cell_angles=angles)
+        return len(xyz)
 
 
 class _XTC:
@@ -164,22 +171,16 @@ class _XTC:
         handle.flush()
 
     @staticmethod
-    def copy_frames(source, handle, n_frames):
-        copied = 0
-        with formats.XTCTrajectoryFile(str(source), "r") as reader:
-            while copied < n_frames:
-                xyz, time, step, box = reader.read(n_frames=min(_COPY_CHUNK, n_frames - copied))
-                if len(xyz) == 0:
-                    break
-                has_box = box is not None and np.any(box)
-                handle.write(xyz, time=time, step=step, box=box if has_box else None)
-                copied += len(xyz)
-        return copied
+    def reader(path):
+        return formats.XTCTrajectoryFile(str(path), "r")
 
     @staticmethod
-    def count_frames(path):
-        with formats.XTCTrajectoryFile(str(path), "r") as reader:
-            return len(reader)
+    def copy_chunk(reader, handle, n_frames):
+        xyz, time, step, box = reader.read(n_frames=n_frames)
+        if len(xyz):
+            has_box = box is not None and np.any(box)
+            handle.write(xyz, time=time, step=step, box=box if has_box else None)
+        return len(xyz)
 
 
 class _HDF5:
@@ -201,22 +202,17 @@ class _HDF5:
         handle.flush()
 
     @staticmethod
-    def copy_frames(source, handle, n_frames):
-        copied = 0
-        with formats.HDF5TrajectoryFile(str(source), "r") as reader:
-            while copied < n_frames:
-                frames = reader.read(n_frames=min(_COPY_CHUNK, n_frames - copied))
-                if frames.coordinates is None or len(frames.coordinates) == 0:
-                    break
-                handle.write(frames.coordinates, time=frames.time, cell_lengths=frames.cell_lengths,
-                             cell_angles=frames.cell_angles)
-                copied += len(frames.coordinates)
-        return copied
+    def reader(path):
+        return formats.HDF5TrajectoryFile(str(path), "r")
 
     @staticmethod
-    def count_frames(path):
-        with formats.HDF5TrajectoryFile(str(path), "r") as reader:
-            return len(reader)
+    def copy_chunk(reader, handle, n_frames):
+        frames = reader.read(n_frames=n_frames)
+        if frames.coordinates is None or len(frames.coordinates) == 0:
+            return 0
+        handle.write(frames.coordinates, time=frames.time, cell_lengths=frames.cell_lengths,
+                     cell_angles=frames.cell_angles)
+        return len(frames.coordinates)
 
 
 _FORMATS = {".dcd": _DCD, ".xtc": _XTC, ".h5": _HDF5, ".hdf5": _HDF5}
