@@ -14,11 +14,13 @@ from the last NVT state, and reports:
 - ``ms_per_outer_step`` and ``ns_per_day`` of the NVT run on the platform used.
 
 Results are appended to a JSON file as each configuration finishes, so an interrupted study
-resumes where it stopped; :func:`markdown_table` renders them for the README.
+resumes where it stopped; :func:`markdown_table` renders them for the README and
+:func:`plot` draws bond deviation and NVE drift against the outer time step.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -30,7 +32,7 @@ import numpy as np
 import openmm
 import openmm.unit as u
 
-from .atomic_io import write_text_atomic
+from .atomic_io import write_bytes_atomic, write_text_atomic
 from .errors import SimulationError
 from .splitting import make_integrator
 from .threads import configure_torch_threads
@@ -226,3 +228,51 @@ def markdown_table(results: list[dict]) -> str:
             f"| {shown(r['ns_per_day'] if r['stable'] else math.nan, '.2f')} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def plot(results: list[dict], path: str | Path) -> None:
+    """Largest region bond deviation (pm) and NVE drift against the outer step (fs); written atomically.
+
+    One column per system; one line per (embedding, inner step, HMR). Unstable
+    configurations are red crosses at the bond deviation reached before they failed (or at
+    the top of the panel when none was measured). The image format follows the suffix of
+    ``path`` (png, pdf, svg, ...).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    systems = list(dict.fromkeys(r["system"] for r in results))
+    fig, axes = plt.subplots(2, len(systems), figsize=(5.2 * len(systems), 6.4), squeeze=False, sharex="col")
+    for column, system in enumerate(systems):
+        bond_axis, drift_axis = axes[0, column], axes[1, column]
+        rows = [r for r in results if r["system"] == system]
+        measured = [1e3 * r["max_bond_deviation_nm"] for r in rows if math.isfinite(r["max_bond_deviation_nm"])]
+        top = 1.15 * max(measured, default=10.0)
+        series = dict.fromkeys((r["embedding"], r["inner_fs"], r["hmr"]) for r in rows)
+        for embedding, inner_fs, hmr in series:
+            points = sorted((r for r in rows if (r["embedding"], r["inner_fs"], r["hmr"]) == (embedding, inner_fs, hmr)),
+                            key=lambda r: r["outer_fs"])
+            stable = [r for r in points if r["stable"]]
+            label = f"{embedding}, {inner_fs:g} fs inner{', HMR' if hmr else ''}"
+            line, = bond_axis.plot([r["outer_fs"] for r in stable], [1e3 * r["max_bond_deviation_nm"] for r in stable],
+                                   "o-", label=label)
+            drift_axis.plot([r["outer_fs"] for r in stable], [r["nve_drift"] for r in stable], "o-",
+                            color=line.get_color())
+            failed = [r for r in points if not r["stable"]]
+            bond_axis.plot([r["outer_fs"] for r in failed],
+                           [1e3 * r["max_bond_deviation_nm"] if math.isfinite(r["max_bond_deviation_nm"]) else top
+                            for r in failed], "x", color="#c44e52", markersize=9, markeredgewidth=2)
+        bond_axis.set_ylim(0.0, 1.1 * top)
+        bond_axis.set_title(f"{system} (x: unstable)", fontsize=10)
+        bond_axis.set_ylabel("largest bond deviation (pm)")
+        bond_axis.legend(fontsize=7)
+        drift_axis.axhline(0.0, color="#8c8c8c", linewidth=0.8)
+        drift_axis.set_ylabel("NVE drift (kJ/mol/ns/dof)")
+        drift_axis.set_xlabel("outer time step (fs)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())

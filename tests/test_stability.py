@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from mlmm.stability import StudyConfig, degrees_of_freedom, markdown_table, region_free_bonds, run_configuration
+from mlmm.cli import main
+from mlmm.stability import (
+    StudyConfig,
+    degrees_of_freedom,
+    markdown_table,
+    plot,
+    region_free_bonds,
+    run_configuration,
+)
 
 
 def test_degrees_of_freedom_and_free_bonds(toluene_water):
@@ -19,10 +27,23 @@ def test_degrees_of_freedom_and_free_bonds(toluene_water):
     assert len(bonds) == 7
 
 
-def test_short_configuration_reports_finite_metrics(toluene_water):
+@pytest.fixture(scope="module")
+def short_stable_result(toluene_water):
     config = StudyConfig("toluene-water", "mechanical", 1.0, 2, False)
-    result = run_configuration(toluene_water, config, nvt_ps=0.02, nve_ps=0.02, report_ps=0.004,
-                               equilibration_ps=0.0, minimize_iterations=20)
+    return run_configuration(toluene_water, config, nvt_ps=0.02, nve_ps=0.02, report_ps=0.004,
+                             equilibration_ps=0.0, minimize_iterations=20)
+
+
+@pytest.fixture(scope="module")
+def blown_up_result(toluene_water):
+    """A 40 fs outer step (20 fs inner steps): NaN within a few steps."""
+    config = StudyConfig("toluene-water", "mechanical", 20.0, 2, False)
+    return run_configuration(toluene_water, config, nvt_ps=0.4, nve_ps=0.04, report_ps=0.04,
+                             equilibration_ps=0.0, minimize_iterations=20)
+
+
+def test_short_configuration_reports_finite_metrics(short_stable_result):
+    result = short_stable_result
     assert result["stable"], result["failure"]
     assert result["outer_fs"] == 2.0
     for key in ("temperature_k", "max_bond_deviation_nm", "nve_drift", "ns_per_day"):
@@ -31,16 +52,26 @@ def test_short_configuration_reports_finite_metrics(toluene_water):
     assert "| toluene-water | mechanical | no | 1 | 2 | 2 | yes |" in markdown_table([result])
 
 
-def test_a_blown_up_configuration_is_reported_not_raised(toluene_water):
-    """A 40 fs outer step (20 fs inner steps) ends in NaN within a few steps: the study records
-    it as unstable, with the stage, and goes on."""
-    config = StudyConfig("toluene-water", "mechanical", 20.0, 2, False)
-    result = run_configuration(toluene_water, config, nvt_ps=0.4, nve_ps=0.04, report_ps=0.04,
-                               equilibration_ps=0.0, minimize_iterations=20)
+def test_a_blown_up_configuration_is_reported_not_raised(blown_up_result):
+    """The study records the failure as unstable, with the stage, and goes on."""
+    result = blown_up_result
     assert not result["stable"]
     assert result["failure"].startswith("NVT at")
     assert math.isnan(result["nve_drift"]) and math.isnan(result["ns_per_day"])
     assert "| no (NVT at" in markdown_table([result])
+
+
+def test_plot_draws_stable_and_unstable_configurations(short_stable_result, blown_up_result, tmp_path):
+    path = tmp_path / "stability.png"
+    plot([short_stable_result, blown_up_result], path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["stability.png"]  # no temporary file left
+
+
+def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
+    json_path = tmp_path / "study.json"
+    assert main(["stability", "--json", str(json_path), "--plot", str(tmp_path / "study.xyz")]) == 2
+    assert not json_path.exists()
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
+from .checks import check_plot_suffix
 
 #: settings of --quick: toluene-water only, few steps and repeats (about a minute on 2 cores)
 QUICK = {"steps": 10, "repeats": 3, "warmup": 3, "minimize_iterations": 50}
@@ -57,7 +57,7 @@ def handle(args) -> int:
     from ..bench import BenchmarkSettings, markdown_table, plot, run_benchmarks, write_json
     from ..bench.harness import DEFAULT_SYSTEMS
 
-    _check_plot_suffix(args.plot)
+    check_plot_suffix(args.plot)
     options = dict(QUICK) if args.quick else {}
     for name in ("steps", "repeats", "warmup", "mts_factor", "model", "region", "platform", "threads",
                  "torch_threads", "minimize_iterations"):
@@ -80,16 +80,3 @@ def handle(args) -> int:
     print(markdown_table(report))
     return 0
 
-
-def _check_plot_suffix(path) -> None:
-    """Refuse an image format matplotlib cannot write before any time is spent."""
-    if path is None:
-        return
-    from pathlib import Path
-
-    from matplotlib.figure import Figure
-
-    supported = Figure().canvas.get_supported_filetypes()
-    suffix = Path(path).suffix.lstrip(".").lower()
-    if suffix not in supported:
-        raise InputError(f"--plot {path}: unknown image format {suffix!r}; use one of {', '.join(sorted(supported))}.")

@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--platform", default="CPU")
     parser.add_argument("--json", required=True, help="results file (resumed if it exists)")
     parser.add_argument("--markdown", help="write the results table here")
+    parser.add_argument("--plot", help="draw bond deviation and NVE drift against the outer step (png, pdf, svg)")
     parser.set_defaults(handler=handle)
 
 
@@ -35,8 +36,9 @@ def handle(args) -> int:
     from ..atomic_io import write_text_atomic
     from ..building import build_from_recipe
     from ..errors import InputError
-    from ..stability import markdown_table, run_study, study_grid
+    from ..stability import markdown_table, plot, run_study, study_grid
     from ..units import parse_time_ps
+    from .checks import check_plot_suffix
 
     for k in args.k:
         if k < 1:
@@ -44,6 +46,7 @@ def handle(args) -> int:
     for dt in args.inner:
         if not dt > 0:
             raise InputError(f"--inner {dt}: inner time steps must be positive (fs).")
+    check_plot_suffix(args.plot)
     recipes = {Path(s).stem: s for s in args.systems}
 
     def build(name, hmr):
@@ -57,4 +60,6 @@ def handle(args) -> int:
     print(table)
     if args.markdown:
         write_text_atomic(args.markdown, table)
+    if args.plot:
+        plot(results, args.plot)
     return 0
