@@ -20,7 +20,6 @@ resumes where it stopped; :func:`markdown_table` renders them for the README and
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import math
@@ -32,7 +31,8 @@ import numpy as np
 import openmm
 import openmm.unit as u
 
-from .atomic_io import write_bytes_atomic, write_text_atomic
+from .atomic_io import write_text_atomic
+from .figures import new_figure, save_figure
 from .errors import SimulationError
 from .splitting import make_integrator
 from .threads import configure_torch_threads
@@ -238,13 +238,8 @@ def plot(results: list[dict], path: str | Path) -> None:
     the top of the panel when none was measured). The image format follows the suffix of
     ``path`` (png, pdf, svg, ...).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     systems = list(dict.fromkeys(r["system"] for r in results))
-    fig, axes = plt.subplots(2, len(systems), figsize=(5.2 * len(systems), 6.4), squeeze=False, sharex="col")
+    fig, axes = new_figure(2, len(systems), figsize=(5.2 * len(systems), 6.4), squeeze=False, sharex="col")
     for column, system in enumerate(systems):
         bond_axis, drift_axis = axes[0, column], axes[1, column]
         rows = [r for r in results if r["system"] == system]
@@ -272,7 +267,4 @@ def plot(results: list[dict], path: str | Path) -> None:
         drift_axis.set_ylabel("NVE drift (kJ/mol/ns/dof)")
         drift_axis.set_xlabel("outer time step (fs)")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure(fig, path)

@@ -13,7 +13,6 @@ The JSON document is::
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform as host_platform
@@ -21,7 +20,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..atomic_io import write_bytes_atomic, write_text_atomic
+from ..atomic_io import write_text_atomic
+from ..figures import new_figure, save_figure
 from .harness import ROWS
 
 ROW_LABELS = {
@@ -118,13 +118,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
 
     The image format follows the suffix of ``path`` (png, pdf, svg, ...).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     systems = report["systems"]
-    fig, axes = plt.subplots(1, len(systems), figsize=(4.8 * len(systems), 4.2), squeeze=False)
+    fig, axes = new_figure(1, len(systems), figsize=(4.8 * len(systems), 4.2), squeeze=False)
     colours = {"mm": "#4c72b0", "torchforce": "#dd8452", "mts": "#55a868", "pythonforce": "#c44e52",
                "model": "#8c8c8c"}
     for axis, (name, entry) in zip(axes[0], systems.items()):
@@ -148,8 +143,4 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores; model row: one call per "
                  f"{report['settings']['inner_timestep'] * 1000:g} fs step", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    suffix = Path(path).suffix.lstrip(".") or "png"
-    fig.savefig(buffer, format=suffix, dpi=120)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure(fig, path)

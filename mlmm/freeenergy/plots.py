@@ -16,26 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..figures import new_figure, save_figure
 from ..units import KJ_PER_KCAL
 
 
 def _figure(width=4.5, height=3.6):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(width, height), constrained_layout=True)
-
-
-def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return new_figure(figsize=(width, height), constrained_layout=True)
 
 
 def plot_overlap(mbar, path, title: str = "") -> Path:
@@ -53,7 +39,7 @@ def plot_overlap(mbar, path, title: str = "") -> Path:
     ax.set_ylabel("state")
     ax.set_title(f"{title or 'MBAR overlap'} (min neighbour {mbar.min_neighbour_overlap:.3f})", fontsize=9)
     fig.colorbar(image, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_dudl(mbar, path, title: str = "") -> Path:
@@ -63,7 +49,7 @@ def plot_dudl(mbar, path, title: str = "") -> Path:
     ax.set_xlabel("lambda_ml (0 = MM, 1 = ML/MM)")
     ax.set_ylabel("<dU/dlambda> (kJ/mol)")
     ax.set_title(title or f"TI {mbar.ti_dG:.1f}, MBAR {mbar.dG:.1f} ± {mbar.dG_error:.1f} kJ/mol", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_profile(mbar, path, title: str = "") -> Path:
@@ -72,7 +58,7 @@ def plot_profile(mbar, path, title: str = "") -> Path:
     ax.set_xlabel("state")
     ax.set_ylabel("G(state) - G(state 0) (kJ/mol)")
     ax.set_title(title or f"MBAR {mbar.dG:.2f} ± {mbar.dG_error:.2f} kJ/mol", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_convergence(mbar, path, title: str = "") -> Path:
@@ -86,7 +72,7 @@ def plot_convergence(mbar, path, title: str = "") -> Path:
     ax.set_ylabel("dG (kJ/mol)")
     ax.legend(fontsize=8)
     ax.set_title(title or ("converged" if mbar.converged else "not converged"), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_work(neq, path, title: str = "") -> Path:
@@ -102,7 +88,7 @@ def plot_work(neq, path, title: str = "") -> Path:
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
     ax.set_title(title or "non-equilibrium switching", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_leg(leg_result, folder, prefix: str = "") -> list[Path]:
@@ -146,4 +132,4 @@ def plot_hydration(report, path) -> Path:
     ax.set_xlabel("experimental dG_hyd (kcal/mol)")
     ax.set_ylabel("calculated dG_hyd (kcal/mol)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
