@@ -14,7 +14,7 @@ import pytest
 
 from mlmm import InputError, MolecularSystem
 from mlmm.bench import DEFAULT_MTS_FACTOR, BenchmarkSettings, compare_forces, create_host_copy_system, ns_per_day
-from mlmm.bench.harness import ROWS
+from mlmm.bench.harness import ROWS, benchmark_system
 from mlmm.cli import main
 from mlmm.embedding import LAMBDA_ML
 from mlmm.embedding.mixed import create_mixed_system
@@ -123,4 +123,31 @@ def test_cli_refuses_bad_input_before_working(tmp_path, capsys):
     assert "no-such-system" in capsys.readouterr().err
     assert main(["bench", "--plot", str(tmp_path / "bench.xyz"), "--no-progress"]) == 2
     assert "xyz" in capsys.readouterr().err
+    assert main(["bench", "--model-option", "member", "--no-progress"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_model_options_reach_the_plugin(toluene_water_dir, tmp_path):
+    """``--model-option`` selects one ANI-2x network (real architecture, GENERATED weights: the
+    pretrained ones cannot be downloaded here); the options are recorded in the report."""
+    pytest.importorskip("torchani", reason="package torchani not installed (pip install 'mlmm[models]')")
+    from generated_models import save_generated_ani2x
+
+    weights = save_generated_ani2x(tmp_path / "ani2x_generated.pt", seed=0)
+    argv = ["bench", "--systems", str(toluene_water_dir), "--rows", "model", "--steps", "2", "--repeats", "1",
+            "--warmup", "1", "--minimize-iterations", "0", "--no-progress", "--model", "ani2x",
+            "--model-option", f"weights={weights}", "--model-option", "member=0", "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["settings"]["model"] == "ani2x"
+    assert report["settings"]["model_options"] == {"weights": str(weights), "member": 0}
+    (entry,) = report["systems"].values()
+    assert entry["rows"]["model"]["ms_per_step"] > 0
+
+
+def test_a_bad_model_option_fails_before_minimization(toluene_water):
+    settings = BenchmarkSettings(model="aimnet2", model_options={"member": 9}, rows=("model",),
+                                 minimize_iterations=10**6)
+    with pytest.raises(InputError, match="member 9"):
+        benchmark_system(toluene_water, settings)

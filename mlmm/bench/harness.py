@@ -82,6 +82,7 @@ class BenchmarkSettings:
     threads: int | None = None
     torch_threads: int | None = 1
     model: str = "aimnet2"
+    model_options: dict = field(default_factory=dict)
     region: str = "ligand"
     rows: tuple[str, ...] = ROWS
     minimize_iterations: int = 200
@@ -101,6 +102,8 @@ class BenchmarkSettings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 problems.append(f"{name} = {value!r} must be an integer >= 1 or None")
+        if not isinstance(self.model_options, dict):
+            problems.append(f"model_options = {self.model_options!r} must be a dict of the plugin's options")
         unknown = [row for row in self.rows if row not in ROWS]
         if unknown or not self.rows:
             problems.append(f"rows {list(self.rows)!r}: choose one or more of {', '.join(ROWS)}")
@@ -204,17 +207,15 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
 
     ``progress`` is an optional tqdm bar; it advances once per timed block.
     """
-    from ..embedding.mixed import create_mixed_system
-
     settings.validate()
     say = progress.set_postfix_str if progress is not None else (lambda text: None)
     platform = openmm.Platform.getPlatformByName(settings.platform_name)
     properties = settings.platform_properties()
 
+    needs_ml = any(row != "mm" for row in settings.rows)
+    mixed = _mixed_system(molecular_system, settings) if needs_ml else None  # first: bad model options fail fast
     say("minimizing (MM)")
     positions = _minimized_positions(molecular_system, platform, properties, settings.minimize_iterations)
-    needs_ml = any(row != "mm" for row in settings.rows)
-    mixed = create_mixed_system(molecular_system, settings.model, settings.region) if needs_ml else None
     result = SystemBenchmark(name, molecular_system.n_atoms, int(len(mixed.region)) if mixed else 0, platform.getName())
 
     samples, result.consistency = _time_rows(molecular_system, mixed, positions, platform, properties, settings,
@@ -247,8 +248,6 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
     the TorchForce/PythonForce comparison (empty unless both rows are timed). The Contexts
     are freed on return.
     """
-    from ..embedding.mixed import create_mixed_system
-
     say = progress.set_postfix_str if progress is not None else (lambda text: None)
     device = _device(platform)
 
@@ -274,7 +273,7 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
             rows[row] = _Row(context(mixed.system, k), math.ceil(settings.steps / k), k)
         elif row == "pythonforce":
             host_system = create_host_copy_system(
-                create_mixed_system(molecular_system, settings.model, settings.region), device)
+                _mixed_system(molecular_system, settings), device)
             rows[row] = _Row(context(host_system, 1), settings.steps, 1)
 
     consistency = {}
@@ -332,6 +331,13 @@ def compare_forces(context_a: openmm.Context, context_b: openmm.Context,
         "max_force_difference_kj_mol_nm": float(np.abs(forces_a - forces_b).max()),
         "max_force_kj_mol_nm": float(np.abs(forces_a).max()),
     }
+
+
+def _mixed_system(molecular_system, settings: BenchmarkSettings):
+    """ML/MM of ``molecular_system`` as the settings describe it (mechanical embedding)."""
+    from ..embedding.mixed import create_mixed_system
+
+    return create_mixed_system(molecular_system, settings.model, settings.region, model_options=settings.model_options)
 
 
 def _minimized_positions(molecular_system, platform, properties, iterations: int) -> np.ndarray:

@@ -140,7 +140,10 @@ def plot(report: dict, path: str | os.PathLike) -> None:
             axis.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                           fontsize=8)
     machine = report["machine"]
-    fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores; model row: one call per "
-                 f"{report['settings']['inner_timestep'] * 1000:g} fs step", fontsize=9)
+    settings = report["settings"]
+    model = settings["model"] + "".join(f", {key}={value}" for key, value in settings.get("model_options", {}).items()
+                                        if key != "weights")
+    fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores, {model}; model row: one call per "
+                 f"{settings['inner_timestep'] * 1000:g} fs step", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

@@ -3,6 +3,7 @@
     mlmm bench                                   # toluene-water and t4l-toluene, full
     mlmm bench --quick --json bench.json --plot bench.png
     mlmm bench --systems runs/my-system --rows mm mts --mts 2
+    mlmm bench --model ani2x --model-option member=0
 
 Rows: mm (MM only), torchforce (ML/MM every step), mts (ML/MM, ML every k inner steps),
 pythonforce (ML/MM through openmm.PythonForce with host copies), model (bare model call).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checks import check_plot_suffix
+from .common import check_plot_suffix, parse_model_options
 
 #: settings of --quick: toluene-water only, few steps and repeats (about a minute on 2 cores)
 QUICK = {"steps": 10, "repeats": 3, "warmup": 3, "minimize_iterations": 50}
@@ -43,6 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("-k", "--mts", type=int, dest="mts_factor",
                         help=f"MTS factor of the mts row (default {DEFAULT_MTS_FACTOR})")
     parser.add_argument("--model", help="ML potential (default aimnet2)")
+    parser.add_argument("--model-option", action="append", metavar="KEY=VALUE", dest="model_options",
+                        help="option of the model's plugin, repeatable (e.g. member=0, weights=PATH)")
     parser.add_argument("--region", help="ML region (default ligand)")
     parser.add_argument("--platform", help="OpenMM platform (default: CUDA when present, else CPU)")
     parser.add_argument("--threads", type=int, help="OpenMM CPU platform threads (default: OpenMM's)")
@@ -63,6 +66,8 @@ def handle(args) -> int:
                  "torch_threads", "minimize_iterations"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    if args.model_options:
+        options["model_options"] = parse_model_options(args.model_options)
     if args.rows:
         options["rows"] = tuple(dict.fromkeys(args.rows))
     settings = BenchmarkSettings(**options).validate()

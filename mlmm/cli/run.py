@@ -12,10 +12,10 @@ be given again.
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..embedding import EMBEDDINGS
 from ..errors import InputError
+from .common import parse_model_options
 
 #: options that --resume accepts; everything else is fixed by the run's run.json
 RESUME_OPTIONS = ("steps", "length", "platform", "precision")
@@ -89,7 +89,7 @@ def handle(args) -> int:
         result = resume(args.output, progress=args.progress, **given)
     else:
         if "model_options" in given:
-            given["model_options"] = _parse_model_options(given["model_options"])
+            given["model_options"] = parse_model_options(given["model_options"])
         if given.get("trajectory", "").lower() == "none":
             given["trajectory"] = None
         config = RunConfig(output=args.output, input=args.input, **given)
@@ -98,15 +98,3 @@ def handle(args) -> int:
           f"{result.ns_per_day:.2f} ns/day for the {result.steps - result.started_at_step} steps of this session")
     return 0
 
-
-def _parse_model_options(items: list[str]) -> dict:
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--model-option {item!r} is not KEY=VALUE, e.g. --model-option members=4.")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options

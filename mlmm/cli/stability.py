@@ -38,7 +38,7 @@ def handle(args) -> int:
     from ..errors import InputError
     from ..stability import markdown_table, plot, run_study, study_grid
     from ..units import parse_time_ps
-    from .checks import check_plot_suffix
+    from .common import check_plot_suffix
 
     for k in args.k:
         if k < 1:
