@@ -12,7 +12,7 @@ import numpy as np
 import openmm
 import pytest
 
-from mlmm import InputError, MolecularSystem
+from mlmm import InputError, MolecularSystem, SimulationError
 from mlmm.bench import DEFAULT_MTS_FACTOR, BenchmarkSettings, compare_forces, create_host_copy_system, ns_per_day
 from mlmm.bench.harness import ROWS, benchmark_system
 from mlmm.cli import main
@@ -151,3 +151,11 @@ def test_a_bad_model_option_fails_before_minimization(toluene_water):
                                  minimize_iterations=10**6)
     with pytest.raises(InputError, match="member 9"):
         benchmark_system(toluene_water, settings)
+
+
+def test_a_row_whose_dynamics_blow_up_is_named(toluene_water):
+    """50 fs steps tear the MM system apart: the error names the row instead of an OpenMM traceback."""
+    settings = BenchmarkSettings(rows=("mm",), inner_timestep=0.05, steps=20, repeats=1, warmup=50,
+                                 minimize_iterations=0)
+    with pytest.raises(SimulationError, match="the mm row on toluene-water"):
+        benchmark_system(toluene_water, settings, "toluene-water")

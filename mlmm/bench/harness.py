@@ -287,9 +287,10 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
         mixed.region_model.to(device)
 
     say("warming up")
-    for row in rows.values():
-        row.context.getIntegrator().step(max(1, math.ceil(settings.warmup / row.inner_steps_per_step)))
-        timing.finish(row.context)
+    for row_name, row in rows.items():
+        with _dynamics_of(row_name, name):
+            row.context.getIntegrator().step(max(1, math.ceil(settings.warmup / row.inner_steps_per_step)))
+            timing.finish(row.context)
     if region_positions is not None:
         for _ in range(max(settings.warmup, 3)):
             timing.model_call(mixed.region_model, region_positions)
@@ -301,7 +302,8 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
             if row == "model":
                 samples[row].append(timing.time_model_calls(mixed.region_model, region_positions, settings.steps))
             else:
-                samples[row].append(rows[row].time_block())
+                with _dynamics_of(row, name):
+                    samples[row].append(rows[row].time_block())
             if progress is not None:
                 progress.update(1)
     for row, timed in rows.items():
@@ -450,8 +452,20 @@ def _ratios(rows: dict, breakdown: dict, key: str = "ms_per_step") -> dict[str, 
     return ratios
 
 
+_BLOWN_UP_ADVICE = ("its timings are meaningless. Use a smaller MTS factor or time step, minimize longer, or check "
+                    "that the model's forces are sound (generated weights are not).")
+
+
 def _check_finite(context: openmm.Context, row: str, system: str) -> None:
     energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
     if not math.isfinite(energy):
-        raise SimulationError(f"the {row} row on {system} ended with potential energy {energy}; its timings are "
-                              "meaningless. Use a smaller MTS factor or time step, or minimize longer.")
+        raise SimulationError(f"the {row} row on {system} ended with potential energy {energy}; {_BLOWN_UP_ADVICE}")
+
+
+@contextlib.contextmanager
+def _dynamics_of(row: str, system: str):
+    """Turn OpenMM's failure of a row's dynamics (NaN coordinates, ...) into a SimulationError naming the row."""
+    try:
+        yield
+    except openmm.OpenMMException as exc:
+        raise SimulationError(f"the {row} row on {system} failed ({exc}); {_BLOWN_UP_ADVICE}") from exc
