@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -226,3 +228,15 @@ def test_mm_window_without_the_ml_group_samples_the_same(toluene_vacuum, monkeyp
     np.testing.assert_array_equal(fast.reduced_potentials, full.reduced_potentials)
     np.testing.assert_array_equal(fast.dudl, full.dudl)
     np.testing.assert_array_equal(fast.snapshots[-1][0], full.snapshots[-1][0])
+
+
+def test_problems_name_the_states_that_overlap_too_little(harmonic_result):
+    mbar = harmonic_result.mbar
+    assert mbar.converged and mbar.problems() == []
+    overlap = mbar.overlap.copy()
+    overlap[1, 2] = overlap[2, 1] = 0.004
+    problems = replace(mbar, overlap=overlap, halves_agree=False).problems()
+    assert problems == [
+        "states lambda_ml=0.25 and lambda_ml=0.5 overlap by 0.004 (< 0.03): add windows between them",
+        "the first and second halves of the samples disagree: sample longer (more steps per window)",
+    ]

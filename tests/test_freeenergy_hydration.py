@@ -129,3 +129,18 @@ def test_validation_script_resumes_only_a_matching_report(report, tmp_path):
         validate.finished_report(path, True, CI_PROTOCOL.replace(seed=4), "aimnet2", ["mechanical", "electrostatic"])
     resumed = validate.finished_report(path, True, CI_PROTOCOL, "aimnet2", ["mechanical", "electrostatic"])
     assert [r.molecule.id for r in resumed.results] == [METHANOL]
+
+
+def test_table_flags_an_unconverged_molecule_with_its_remedy(report):
+    """The tiny CI protocol converges nothing; the table marks the molecule and lists, per leg,
+    which neighbouring states overlap too little or that the halves disagree."""
+    (result,) = report.results
+    table = report.table()
+    assert result.problems() == [problem for name, leg in result.legs.items()
+                                 for problem in (f"{name}: {p}" for p in leg.mbar.problems())]
+    if result.converged:
+        assert "not converged" not in table and not result.problems()
+    else:
+        assert table.splitlines()[2].endswith("*")
+        for problem in result.problems():
+            assert f"{METHANOL} {problem}" in table

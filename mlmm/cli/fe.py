@@ -136,7 +136,7 @@ def run_endstate(args: argparse.Namespace) -> int:
         line += f", min overlap {leg.mbar.min_neighbour_overlap:.3f}, {'converged' if leg.mbar.converged else 'NOT converged'})"
         if leg.neq is not None and leg.neq.bar is not None:
             line += f"; BAR {leg.neq.bar['value']:.2f} ± {leg.neq.bar['error']:.2f} kJ/mol"
-        print(line)
+        print("\n    ".join([line, *leg.mbar.problems()]))
     if args.plots:
         from ..freeenergy.plots import plot_leg
 

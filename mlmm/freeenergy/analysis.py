@@ -27,6 +27,14 @@ def _json_list(values) -> list:
     return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
 
 
+def _label(state) -> str:
+    """A state label for messages: ``lambda_ml=0.5``, ``(lambda_a=0, lambda_b=0.3)``, or the label itself."""
+    if not isinstance(state, dict):
+        return str(state)
+    text = ", ".join(f"{name}={value:g}" for name, value in state.items())
+    return text if len(state) == 1 else f"({text})"
+
+
 def _estimate(value: float, error: float) -> dict:
     return {"value": float(value), "error": float(error)}
 
@@ -64,6 +72,17 @@ class MBARResult:
     @property
     def converged(self) -> bool:
         return bool(self.halves_agree and self.min_neighbour_overlap >= MIN_NEIGHBOUR_OVERLAP)
+
+    def problems(self) -> list[str]:
+        """Why the leg is not converged, each with its remedy; empty when it is."""
+        found = []
+        for k in range(len(self.overlap) - 1):
+            if self.overlap[k, k + 1] < MIN_NEIGHBOUR_OVERLAP:
+                found.append(f"states {_label(self.state_labels[k])} and {_label(self.state_labels[k + 1])} overlap by "
+                             f"{self.overlap[k, k + 1]:.3f} (< {MIN_NEIGHBOUR_OVERLAP}): add windows between them")
+        if not self.halves_agree:
+            found.append("the first and second halves of the samples disagree: sample longer (more steps per window)")
+        return found
 
     def to_dict(self) -> dict:
         data = {

@@ -91,6 +91,10 @@ class HydrationResult:
     def converged(self) -> bool:
         return all(leg.mbar.converged for leg in self.legs.values())
 
+    def problems(self) -> list[str]:
+        """``"leg: problem and remedy"`` for every leg that is not converged (see :meth:`MBARResult.problems`)."""
+        return [f"{name}: {problem}" for name, leg in self.legs.items() for problem in leg.mbar.problems()]
+
     def to_dict(self, legs: bool = True) -> dict:
         m = self.molecule
         data = {
@@ -194,11 +198,16 @@ class HydrationReport:
             gaff = f"{m.gaff / k:8.2f}" if m.gaff is not None else f"{'-':>8}"
             cells = f"{r.dG_mm['value'] / k:8.2f}±{r.dG_mm['error'] / k:<5.2f}"
             cells += "".join(f"{v['value'] / k:12.2f}±{v['error'] / k:<5.2f}" for v in r.dG_mlmm.values())
-            lines.append(f"{m.id:<16}{m.name[:23]:<24}{expt}{gaff}{cells}")
+            flag = "" if r.converged else "  *"
+            lines.append(f"{m.id:<16}{m.name[:23]:<24}{expt}{gaff}{cells}{flag}")
         for name, s in self.statistics().items():
             if s.get("n"):
                 lines.append(f"{name:<18} n={s['n']:<3} RMSE {s['rmse_kcal_per_mol']:.2f}  MUE {s['mue_kcal_per_mol']:.2f}"
                              f"  MSE {s['mse_kcal_per_mol']:+.2f} kcal/mol")
+        unconverged = [r for r in self.results if not r.converged]
+        if unconverged:
+            lines.append("* not converged (the protocol's windows or lengths are too few for this molecule):")
+            lines += [f"  {r.molecule.id} {problem}" for r in unconverged for problem in r.problems()]
         return "\n".join(lines)
 
 
