@@ -29,9 +29,22 @@ warnings.filterwarnings("ignore", message=".*AmberTools.*")
 
 
 def _build_saved(tmp_path_factory, name: str, build) -> Path:
-    """Build a system with ``build()``, save it under a session tmp folder and return the folder."""
-    folder = tmp_path_factory.mktemp("systems") / name
-    build().save(folder)
+    """Build a system with ``build()``, save it once per test run and return the folder.
+
+    Under pytest-xdist the workers share one folder (the parent of their temporary folders),
+    so the first worker that needs a system builds it while the others wait on a file lock.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / "systems" / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not folder.exists():
+            staging = root / "systems" / f".{name}.partial"
+            build().save(staging)
+            staging.rename(folder)
     return folder
 
 

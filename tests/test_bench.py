@@ -60,13 +60,16 @@ def test_report_is_well_formed(tiny_report):
     assert ratios["bridge_overhead_fraction"] == pytest.approx(
         (rows["torchforce"]["ms_per_step"] - rows["mm"]["ms_per_step"] - rows["model"]["ms_per_step"])
         / rows["model"]["ms_per_step"])
-    assert 0 < ratios["mm_region_share_of_slow_group"] < 1
     assert set(entry["ratios_cpu"]) == set(RATIOS)
     assert entry["ratios_cpu"]["mts_vs_mm"] == pytest.approx(rows["mm"]["cpu_ms_per_step"] / rows["mts"]["cpu_ms_per_step"])
     breakdown = entry["breakdown_ms_per_evaluation"]
     assert set(breakdown) == {"empty", "mm", "ml_torchforce", "mm_region", "model"}
     assert ratios["torchforce_call_overhead_fraction"] == pytest.approx(
         (breakdown["ml_torchforce"] - breakdown["empty"] - breakdown["model"]) / breakdown["model"])
+    region, ml = breakdown["mm_region"] - breakdown["empty"], breakdown["ml_torchforce"] - breakdown["empty"]
+    assert ratios["mm_region_share_of_slow_group"] == pytest.approx(region / (region + ml))
+    assert ratios["mm_region_share_of_mts_step"] == pytest.approx(
+        region / (rows["mts"]["ms_per_step"] * rows["mts"]["mts_factor"]))
     assert set(entry["breakdown_cpu_ms_per_evaluation"]) == set(entry["breakdown_ms_per_evaluation"])
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
