@@ -12,6 +12,7 @@ edits the OpenMM System (embedding, barostats, ...) should take a private copy w
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def _build_saved(tmp_path_factory, name: str, build) -> Path:
     with FileLock(str(root / f"{name}.lock")):
         if not folder.exists():
             staging = root / "systems" / f".{name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)  # left by a worker whose build failed
             build().save(staging)
             staging.rename(folder)
     return folder

@@ -74,6 +74,17 @@ def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     assert not json_path.exists()
 
 
+#: Largest deviation of a region bond from its mean over 100 ps (nm), sampled every 0.1 ps.
+#: Thermal: the softest unconstrained bond of toluene (ring-CH3, 2.0e5 kJ/mol/nm^2 in Sage)
+#: fluctuates by sqrt(kT/k) = 3.5 pm; the largest of 7000 samples of 7 bonds is about 3.8
+#: sigma (13 pm; 11.2 pm measured) and exceeds 20 pm (5.7 sigma) with a probability of about
+#: 1e-4. Failing outer steps reached 20-225 pm before they blew up (README stability table).
+MAX_BOND_DEVIATION_NM_100PS = 0.02
+#: |NVE drift| (kJ/mol/ns per degree of freedom) = 0.1 kT/ns: under the Langevin thermostat
+#: (1/ps) such heating shifts the temperature by 0.06 K; a failing 6 fs outer step drifted 3.9.
+MAX_NVE_DRIFT = 0.25
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
 def test_default_splitting_is_stable_for_100_ps(toluene_water, embedding):
@@ -83,6 +94,6 @@ def test_default_splitting_is_stable_for_100_ps(toluene_water, embedding):
     result = run_configuration(toluene_water, config, nvt_ps=100.0, nve_ps=10.0)
     assert result["stable"], result["failure"]
     assert result["temperature_k"] == pytest.approx(300.0, abs=10.0)
-    assert result["max_bond_deviation_nm"] < 0.01
-    assert abs(result["nve_drift"]) < 0.01  # kJ/mol per ns per degree of freedom
+    assert result["max_bond_deviation_nm"] < MAX_BOND_DEVIATION_NM_100PS
+    assert abs(result["nve_drift"]) < MAX_NVE_DRIFT
     assert np.isfinite(result["ns_per_day"])
