@@ -235,8 +235,8 @@ def plot(results: list[dict], path: str | Path) -> None:
 
     One column per system; one line per (embedding, inner step, HMR). Unstable
     configurations are red crosses at the bond deviation reached before they failed (or at
-    the top of the panel when none was measured); the deviation axis is logarithmic. The image format follows the suffix of
-    ``path`` (png, pdf, svg, ...).
+    the top of the panel when none was measured); the deviation axis is logarithmic. The
+    image format follows the suffix of ``path`` (png, pdf, svg, ...).
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
