@@ -1,0 +1,64 @@
+"""Where does one call of a region model spend its time? The torch profiler's operator table.
+
+    python scripts/profile_model.py [--smiles Cc1ccccc1] [--model aimnet2] [--option member=0]
+                                    [--calls 10] [--rows 25]
+
+Builds the molecule with OpenFF (one conformer), creates the region model through mlmm's
+plugin registry, times ``--calls`` calls (energy and forces, one autograd pass, as the
+TorchForce computes them) on one PyTorch thread, as ML/MM on the CPU platform runs, and
+prints the operators by their own CPU time per call, with input shapes: the operator count
+per call shows per-operation overhead, the shapes show which matrix products are slow for
+their size.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import mlmm  # noqa: F401  (torch before openmm)
+import torch
+from openff.toolkit import Molecule
+from torch.profiler import ProfilerActivity, profile
+
+from mlmm.bench.timing import model_call, time_model_calls
+from mlmm.cli.common import parse_model_options
+from mlmm.potentials import load_plugin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smiles", default="Cc1ccccc1")
+    parser.add_argument("--model", default="aimnet2")
+    parser.add_argument("--option", action="append", default=[], help="model option KEY=VALUE")
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    molecule = Molecule.from_smiles(args.smiles)
+    molecule.generate_conformers(n_conformers=1)
+    numbers = [atom.atomic_number for atom in molecule.atoms]
+    positions = torch.tensor(molecule.conformers[0].m_as("nanometer"), dtype=torch.float64)
+    model = load_plugin(args.model).create_model(
+        numbers, molecule.total_charge.m_as("elementary_charge"), **parse_model_options(args.option)
+    )
+
+    time_model_calls(model, positions, 5)  # TorchScript profiling runs and warm-up
+    timing = time_model_calls(model, positions, args.calls)
+    print(f"{args.model} on {args.smiles} ({len(numbers)} atoms): {timing.wall_ms:.2f} ms per call "
+          f"(CPU {timing.cpu_ms:.2f} ms)")
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+        for _ in range(args.calls):
+            model_call(model, positions)
+    events = profiler.key_averages(group_by_input_shape=True)
+    operators = sum(event.count for event in events if event.key.startswith("aten::")) / args.calls
+    print(f"{operators:.0f} aten operator calls per model call (nested ones included); "
+          "times are per model call and include the profiler's own overhead")
+    print(f"{'self ms':>8} {'calls':>6}  operator  input shapes")
+    for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.rows]:
+        print(f"{event.self_cpu_time_total / 1e3 / args.calls:8.3f} {event.count / args.calls:6.0f}  "
+              f"{event.key}  {event.input_shapes}")
+
+
+if __name__ == "__main__":
+    main()
