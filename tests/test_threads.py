@@ -30,3 +30,20 @@ def test_environment_variable_overrides(monkeypatch):
     monkeypatch.setenv(TORCH_THREADS_VARIABLE, "zero")
     with pytest.raises(InputError, match=TORCH_THREADS_VARIABLE):
         configure_torch_threads("CPU")
+
+
+def test_free_energy_contexts_follow_the_same_rule(monkeypatch):
+    """A free-energy task with 2 OpenMM threads still gives PyTorch one on the CPU."""
+    import openmm
+
+    from mlmm.freeenergy.protocol import Protocol
+    from mlmm.freeenergy.sampling import create_context
+
+    monkeypatch.delenv(TORCH_THREADS_VARIABLE, raising=False)
+    torch.set_num_threads(2)
+    system = openmm.System()
+    system.addParticle(1.0)
+    protocol = Protocol.load("smoke").replace(platform="CPU", threads=2)
+    context = create_context(system, openmm.VerletIntegrator(0.001), protocol)
+    assert context.getPlatform().getPropertyValue(context, "Threads") == "2"
+    assert torch.get_num_threads() == 1

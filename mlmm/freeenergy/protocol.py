@@ -66,7 +66,7 @@ class Protocol:
     neq_switches: int = 20
     neq_steps: int = 500
     platform: str = "CPU"
-    threads: int = 1  # OpenMM CPU threads (and torch threads) per task
+    threads: int = 1  # OpenMM CPU threads per task (PyTorch's: mlmm.threads)
     seed: int = 2024
 
     def __post_init__(self):

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import openmm
 import openmm.unit as u
-import torch
 
 from ..embedding import LAMBDA_ML
 from ..errors import InputError, SimulationError
 from ..forcegroups import ML_SLOW
+from ..threads import configure_torch_threads
 
 #: 1 bar nm^3 per particle in kJ/mol (p V term of the reduced potential)
 KJ_PER_MOL_PER_BAR_NM3 = (1 * u.bar * u.nanometer**3 * u.AVOGADRO_CONSTANT_NA).value_in_unit(u.kilojoule_per_mole)
@@ -62,10 +62,11 @@ class SwitchingWork:
 
 
 def create_context(system: openmm.System, integrator: openmm.Integrator, protocol) -> openmm.Context:
-    """A Context on ``protocol.platform`` using ``protocol.threads`` CPU threads.
+    """A Context on ``protocol.platform`` using ``protocol.threads`` OpenMM CPU threads.
 
-    torch's intra-op threads (used by a TorchForce on the CPU) are set to the same number,
-    for the whole process.
+    PyTorch's intra-op threads (a TorchForce on the CPU) follow :mod:`mlmm.threads`, as in
+    ``mlmm run``: one on a CPU platform, where more would only wait for the cores OpenMM's
+    threads hold, unless ``MLMM_TORCH_THREADS`` says otherwise.
     """
     try:
         platform = openmm.Platform.getPlatformByName(protocol.platform)
@@ -73,7 +74,7 @@ def create_context(system: openmm.System, integrator: openmm.Integrator, protoco
         names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
         raise InputError(f"OpenMM platform {protocol.platform!r} is not available here; choose one of {names}.") from None
     properties = {"Threads": str(protocol.threads)} if protocol.platform == "CPU" else {}
-    torch.set_num_threads(protocol.threads)
+    configure_torch_threads(protocol.platform)
     return openmm.Context(system, integrator, platform, properties)
 
 
