@@ -40,7 +40,7 @@ def main() -> None:
     numbers = [atom.atomic_number for atom in molecule.atoms]
     positions = torch.tensor(molecule.conformers[0].m_as("nanometer"), dtype=torch.float64)
     model = load_plugin(args.model).create_model(
-        numbers, molecule.total_charge.m_as("elementary_charge"), **parse_model_options(args.option)
+        numbers, round(molecule.total_charge.m_as("elementary_charge")), **parse_model_options(args.option)
     )
 
     time_model_calls(model, positions, 5)  # TorchScript profiling runs and warm-up
