@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import openmm
 import pytest
 import torch
 
 from mlmm import InputError
+from mlmm.freeenergy.protocol import Protocol
+from mlmm.freeenergy.sampling import create_context
 from mlmm.threads import TORCH_THREADS_VARIABLE, configure_torch_threads
 
 
@@ -34,11 +37,6 @@ def test_environment_variable_overrides(monkeypatch):
 
 def test_free_energy_contexts_follow_the_same_rule(monkeypatch):
     """A free-energy task with 2 OpenMM threads still gives PyTorch one on the CPU."""
-    import openmm
-
-    from mlmm.freeenergy.protocol import Protocol
-    from mlmm.freeenergy.sampling import create_context
-
     monkeypatch.delenv(TORCH_THREADS_VARIABLE, raising=False)
     torch.set_num_threads(2)
     system = openmm.System()
