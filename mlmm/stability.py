@@ -14,8 +14,10 @@ from the last NVT state, and reports:
 - ``ms_per_outer_step`` and ``ns_per_day`` of the NVT run on the platform used.
 
 Results are appended to a JSON file as each configuration finishes, so an interrupted study
-resumes where it stopped; :func:`markdown_table` renders them for the README and
-:func:`plot` draws bond deviation and NVE drift against the outer time step.
+resumes where it stopped (a configuration already in the file is taken only when it was run
+with the lengths asked for: rows of other lengths are refused rather than mixed);
+:func:`merge_results` joins the files of studies run side by side; :func:`markdown_table` renders them for the README and :func:`plot` draws bond
+deviation and NVE drift against the outer time step.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import openmm.unit as u
 
 from .atomic_io import write_text_atomic
 from .figures import new_figure, save_figure
-from .errors import SimulationError
+from .errors import InputError, SimulationError
 from .splitting import make_integrator
 from .threads import configure_torch_threads
 from .units import KB_KJ_PER_MOL_K
@@ -197,7 +199,11 @@ def run_study(configs: list[StudyConfig], build, json_path: str | Path, nvt_ps: 
     from tqdm.auto import tqdm
 
     json_path = Path(json_path)
-    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results = load_results(json_path) if json_path.exists() else {}
+    lengths = {"equilibration_ps": equilibration_ps, "nvt_ps": nvt_ps, "nve_ps": nve_ps}
+    for config in configs:
+        if config.key in results:
+            _check_lengths(config.key, results[config.key], lengths, json_path)
     systems = {}
     todo = [c for c in configs if c.key not in results]
     for config in tqdm(todo, desc="stability study", unit="run", disable=not progress):
@@ -209,6 +215,61 @@ def run_study(configs: list[StudyConfig], build, json_path: str | Path, nvt_ps: 
                                                 equilibration_ps=equilibration_ps)
         write_text_atomic(json_path, json.dumps(results, indent=1))
     return [results[c.key] for c in configs if c.key in results]
+
+
+LENGTH_KEYS = ("equilibration_ps", "nvt_ps", "nve_ps")
+
+
+def load_results(path: str | Path) -> dict:
+    """The rows of a results file written by :func:`run_study`, by configuration key."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such stability results file.") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not a stability results file (invalid JSON: {exc}).") from None
+    if not isinstance(results, dict) or not all(isinstance(r, dict) and "stable" in r for r in results.values()):
+        raise InputError(f"{path} is not a stability results file: expected the JSON object that "
+                         "`mlmm stability --json` writes, configuration key -> row.")
+    return results
+
+
+def _lengths(row: dict) -> dict:
+    return {key: row.get(key) for key in LENGTH_KEYS}
+
+
+def _same_lengths(a: dict, b: dict) -> bool:
+    return all(a[key] is not None and b[key] is not None and math.isclose(a[key], b[key]) for key in LENGTH_KEYS)
+
+
+def _shown_lengths(lengths: dict) -> str:
+    return ", ".join(f"{key} {lengths[key]}" for key in LENGTH_KEYS)
+
+
+def _check_lengths(key: str, row: dict, lengths: dict, path: Path) -> None:
+    """Refuse to resume a row that was run with other equilibration, NVT or NVE lengths (ps)."""
+    if not _same_lengths(_lengths(row), lengths):
+        raise InputError(
+            f"{path} already holds {key} run with {_shown_lengths(_lengths(row))}, but this study asks for {_shown_lengths(lengths)}. "
+            "Give another --json file, or the same lengths, so that rows of different lengths are not mixed.")
+
+
+def merge_results(paths: list[str | Path]) -> dict:
+    """Join results files, in order; a configuration found in two files must have the same lengths.
+
+    Two rows of one configuration with the same lengths come from the same seeded run, so
+    the later file's row is kept.
+    """
+    merged, origin = {}, {}
+    for path in paths:
+        for key, row in load_results(path).items():
+            if key in merged and not _same_lengths(_lengths(row), _lengths(merged[key])):
+                raise InputError(
+                    f"{key} is in {origin[key]} with {_shown_lengths(_lengths(merged[key]))} and in {path} with "
+                    f"{_shown_lengths(_lengths(row))}: merge only files of one set of run lengths.")
+            merged[key], origin[key] = row, path
+    return merged
 
 
 def markdown_table(results: list[dict]) -> str:

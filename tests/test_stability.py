@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from mlmm.cli import main
+from mlmm.errors import InputError
 from mlmm.stability import (
     StudyConfig,
     degrees_of_freedom,
+    load_results,
     markdown_table,
+    merge_results,
     plot,
     region_free_bonds,
     run_configuration,
+    run_study,
 )
 
 
@@ -72,6 +77,53 @@ def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     json_path = tmp_path / "study.json"
     assert main(["stability", "--json", str(json_path), "--plot", str(tmp_path / "study.xyz")]) == 2
     assert not json_path.exists()
+
+
+def _results_file(path, *rows):
+    """A results file as run_study writes it, keyed like the study (NaN kept, as json writes it)."""
+    path.write_text(json.dumps({StudyConfig(r["system"], r["embedding"], r["inner_fs"], r["k"], r["hmr"]).key: r
+                                for r in rows}, indent=1))
+    return path
+
+
+def _no_build(name, hmr):
+    raise AssertionError("a resumed configuration must not be run again")
+
+
+def test_resuming_takes_rows_of_the_same_lengths_and_refuses_others(short_stable_result, tmp_path):
+    path = _results_file(tmp_path / "study.json", short_stable_result)
+    before = path.read_text()
+    config = StudyConfig("toluene-water", "mechanical", 1.0, 2, False)
+    assert run_study([config], _no_build, path, nvt_ps=0.02, nve_ps=0.02, equilibration_ps=0.0) == [short_stable_result]
+    with pytest.raises(InputError, match="nvt_ps 0.02.*asks for.*nvt_ps 100.0.*another --json file"):
+        run_study([config], _no_build, path, nvt_ps=100.0, nve_ps=0.02, equilibration_ps=0.0)
+    assert path.read_text() == before
+
+
+def test_cli_merges_studies_and_reports_without_running(short_stable_result, blown_up_result, tmp_path):
+    stable = _results_file(tmp_path / "stable.json", short_stable_result)
+    blown = _results_file(tmp_path / "blown.json", blown_up_result)
+    merged, table = tmp_path / "merged.json", tmp_path / "merged.md"
+    assert main(["stability", "--json", str(merged), "--merge", str(stable), str(blown), "--report-only",
+                 "--markdown", str(table)]) == 0
+    assert merge_results([merged]) == merge_results([stable, blown])
+    assert len(merge_results([merged])) == 2
+    assert table.read_text() == markdown_table([short_stable_result, blown_up_result])
+
+    longer = _results_file(tmp_path / "longer.json", {**short_stable_result, "nvt_ps": 100.0})
+    before = merged.read_text()
+    assert main(["stability", "--json", str(merged), "--merge", str(longer), "--report-only"]) == 2
+    assert merged.read_text() == before
+    with pytest.raises(InputError, match="merge only files of one set of run lengths"):
+        merge_results([stable, longer])
+
+
+def test_report_only_refuses_a_missing_or_foreign_results_file(tmp_path):
+    assert main(["stability", "--json", str(tmp_path / "none.json"), "--report-only"]) == 2
+    foreign = tmp_path / "bench.json"
+    foreign.write_text(json.dumps({"machine": "x", "systems": {}}))
+    with pytest.raises(InputError, match="not a stability results file"):
+        load_results(foreign)
 
 
 #: Largest deviation of a region bond from its mean over 100 ps (nm), sampled every 0.1 ps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..embedding import EMBEDDINGS
@@ -27,6 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument("--nve-length", default="10ps", help="NVE length per configuration (drift)")
     parser.add_argument("--platform", default="CPU")
     parser.add_argument("--json", required=True, help="results file (resumed if it exists)")
+    parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                        help="first add the rows of these results files (studies run side by side) to --json")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: print the table of every row in --json and write --markdown and --plot")
     parser.add_argument("--markdown", help="write the results table here")
     parser.add_argument("--plot", help="draw bond deviation and NVE drift against the outer step (png, pdf, svg)")
     parser.set_defaults(handler=handle)
@@ -34,9 +39,8 @@ def register(subparsers) -> None:
 
 def handle(args) -> int:
     from ..atomic_io import write_text_atomic
-    from ..building import build_from_recipe
     from ..errors import InputError
-    from ..stability import markdown_table, plot, run_study, study_grid
+    from ..stability import load_results, markdown_table, merge_results, plot
     from ..units import parse_time_ps
     from .common import check_plot_suffix
 
@@ -47,15 +51,13 @@ def handle(args) -> int:
         if not dt > 0:
             raise InputError(f"--inner {dt}: inner time steps must be positive (fs).")
     check_plot_suffix(args.plot)
-    recipes = {Path(s).stem: s for s in args.systems}
-
-    def build(name, hmr):
-        return build_from_recipe(recipes[name], hydrogen_mass=3.0 if hmr else None, progress=False)
-
-    configs = study_grid(list(recipes), args.embeddings, args.inner, args.k, [h == "yes" for h in args.hmr])
-    results = run_study(configs, build, args.json, parse_time_ps(args.nvt_length, "--nvt-length"),
-                        parse_time_ps(args.nve_length, "--nve-length"), platform=args.platform,
-                        equilibration_ps=parse_time_ps(args.equilibration, "--equilibration"))
+    lengths_ps = {"nvt_ps": parse_time_ps(args.nvt_length, "--nvt-length"),
+                  "nve_ps": parse_time_ps(args.nve_length, "--nve-length"),
+                  "equilibration_ps": parse_time_ps(args.equilibration, "--equilibration")}
+    if args.merge:
+        merged = merge_results(([args.json] if Path(args.json).exists() else []) + args.merge)
+        write_text_atomic(args.json, json.dumps(merged, indent=1))
+    results = list(load_results(args.json).values()) if args.report_only else _run(args, **lengths_ps)
     table = markdown_table(results)
     print(table)
     if args.markdown:
@@ -63,3 +65,18 @@ def handle(args) -> int:
     if args.plot:
         plot(results, args.plot)
     return 0
+
+
+def _run(args, nvt_ps: float, nve_ps: float, equilibration_ps: float) -> list[dict]:
+    """Run the grid the arguments describe (resuming from --json); its rows."""
+    from ..building import build_from_recipe
+    from ..stability import run_study, study_grid
+
+    recipes = {Path(s).stem: s for s in args.systems}
+
+    def build(name, hmr):
+        return build_from_recipe(recipes[name], hydrogen_mass=3.0 if hmr else None, progress=False)
+
+    configs = study_grid(list(recipes), args.embeddings, args.inner, args.k, [h == "yes" for h in args.hmr])
+    return run_study(configs, build, args.json, nvt_ps, nve_ps, platform=args.platform,
+                     equilibration_ps=equilibration_ps)
