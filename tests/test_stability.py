@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -11,12 +17,15 @@ import pytest
 from mlmm.cli import main
 from mlmm.errors import InputError
 from mlmm.stability import (
+    ConfigurationProgress,
     StudyConfig,
     degrees_of_freedom,
+    load_progress,
     load_results,
     markdown_table,
     merge_results,
     plot,
+    progress_path_of,
     region_free_bonds,
     run_configuration,
     run_study,
@@ -124,6 +133,81 @@ def test_report_only_refuses_a_missing_or_foreign_results_file(tmp_path):
     foreign.write_text(json.dumps({"machine": "x", "systems": {}}))
     with pytest.raises(InputError, match="not a stability results file"):
         load_results(foreign)
+
+
+def test_saved_progress_restores_the_state_exactly_and_refuses_other_lengths(toluene_water, tmp_path):
+    """Positions, velocities and step come back bit for bit, so NVE continues exactly."""
+    import openmm
+
+    from mlmm.splitting import make_integrator
+
+    def context():
+        integrator = make_integrator(inner_timestep=0.001, mts_factor=2, ensemble="nve")
+        made = openmm.Context(toluene_water.system, integrator, openmm.Platform.getPlatformByName("Reference"))
+        return made, integrator
+
+    lengths = {"equilibration_ps": 0.0, "nvt_ps": 1.0, "nve_ps": 0.5}
+    path = tmp_path / "progress.json"
+    first, first_integrator = context()
+    first.setPositions(toluene_water.positions)
+    first.setVelocitiesToTemperature(300.0, 1)
+    first_integrator.step(5)
+    progress = load_progress(path, "toluene-water/mechanical/dt1fs/k2/nohmr", lengths)
+    progress.stage = "nve"
+    progress.save(path, first)
+    second, second_integrator = context()
+    load_progress(path, progress.key, lengths).restore(second)
+    for integrator in (first_integrator, second_integrator):
+        integrator.step(10)
+    a, b = (c.getState(getPositions=True, getVelocities=True) for c in (first, second))
+    assert a.getStepCount() == b.getStepCount() == 15
+    assert np.array_equal(a.getPositions(asNumpy=True)._value, b.getPositions(asNumpy=True)._value)
+    assert np.array_equal(a.getVelocities(asNumpy=True)._value, b.getVelocities(asNumpy=True)._value)
+
+    with pytest.raises(InputError, match="progress.json holds the progress of .* nvt_ps 1.0.*delete it"):
+        load_progress(path, progress.key, {**lengths, "nvt_ps": 100.0})
+    assert isinstance(load_progress(tmp_path / "none.json", progress.key, lengths), ConfigurationProgress)
+
+
+_KILLABLE_STUDY = """
+    import sys
+    from mlmm import MolecularSystem
+    from mlmm.stability import StudyConfig, run_study
+
+    system = MolecularSystem.load(sys.argv[1])
+    run_study([StudyConfig("toluene-water", "mechanical", 2.0, 2, False)], lambda name, hmr: system, sys.argv[2],
+              nvt_ps=1.0, nve_ps=0.2, equilibration_ps=0.0, progress=False, save_every_s=0.0)
+"""
+
+
+def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water, toluene_water_dir, tmp_path):
+    """Kill -9 a study in the middle of a configuration's NVT run; the next call continues it."""
+    results = tmp_path / "study.json"
+    config = StudyConfig("toluene-water", "mechanical", 2.0, 2, False)
+    progress_path = progress_path_of(results, config)
+    command = [sys.executable, "-c", textwrap.dedent(_KILLABLE_STUDY), str(toluene_water_dir), str(results)]
+    env = {**os.environ, "OPENMM_CPU_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (progress_path.exists() and len(json.loads(progress_path.read_text())["temperatures_k"]) >= 3):
+        assert process.poll() is None, process.communicate()[1].decode()
+        assert time.monotonic() < deadline, "no saved progress after 300 s"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = json.loads(progress_path.read_text())
+    assert saved["stage"] == "nvt" and not results.exists()
+    done = len(saved["temperatures_k"])
+    assert 3 <= done < 10
+
+    [row] = run_study([config], lambda name, hmr: toluene_water, results, nvt_ps=1.0, nve_ps=0.2,
+                      equilibration_ps=0.0, progress=False)
+    assert row["stable"], row["failure"]
+    assert row["continued_at_ps"] == [pytest.approx(0.1 * done)]
+    for key in ("temperature_k", "max_bond_deviation_nm", "nve_drift", "ns_per_day"):
+        assert math.isfinite(row[key]), key
+    assert load_results(results) == {config.key: row}
+    assert not progress_path.parent.exists()  # removed with the last configuration's progress
 
 
 #: Largest deviation of a region bond from its mean over 100 ps (nm), sampled every 0.1 ps.

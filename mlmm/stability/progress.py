@@ -1,0 +1,82 @@
+"""The saved progress of one stability configuration, so that a killed run continues.
+
+A configuration of the study can run for hours (100 ps of a solvated protein on a few CPU
+cores). While it runs, :func:`mlmm.stability.run_configuration` saves what it has done into
+one JSON file, written atomically (:mod:`mlmm.atomic_io`): the stage reached, the OpenMM
+``State`` of the last sample (positions, velocities, box, step, serialized at full double
+precision), the samples taken so far and the wall time spent. A run that finds the file
+continues from it: NVE continues exactly; Langevin dynamics continue with a new random
+seed, which leaves the sampled ensemble unchanged (the row records where it continued).
+The file belongs to one configuration and one set of run lengths; it is removed once the
+configuration's row is in the results file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import openmm
+
+from ..atomic_io import write_text_atomic
+from ..errors import InputError
+from .results import lengths_of, same_lengths, shown_lengths
+
+#: stages in order: minimization and equilibration not done yet, NVT run, NVE run
+STAGES = ("start", "nvt", "nve")
+
+
+@dataclass
+class ConfigurationProgress:
+    """What one configuration has done so far; lengths in ps, temperatures in K, bond lengths in nm."""
+
+    key: str
+    equilibration_ps: float
+    nvt_ps: float
+    nve_ps: float
+    stage: str = "start"
+    state_xml: str | None = None
+    temperatures_k: list[float] = field(default_factory=list)
+    bond_lengths_nm: list[list[float]] = field(default_factory=list)
+    nvt_elapsed_s: float = 0.0
+    nve_total_energies_kj_per_mol: list[float] = field(default_factory=list)
+    continued_at_ps: list[float] = field(default_factory=list)
+
+    def save(self, path: str | Path | None, context: openmm.Context) -> None:
+        """Record ``context``'s state, and write everything to ``path`` atomically unless it is None."""
+        state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
+        self.state_xml = openmm.XmlSerializer.serialize(state)
+        if path is not None:
+            write_text_atomic(path, json.dumps(asdict(self)))
+
+    def restore(self, context: openmm.Context) -> None:
+        """Put the saved positions, velocities, box, parameters, time and step into ``context``."""
+        context.setState(openmm.XmlSerializer.deserialize(self.state_xml))
+
+
+def load_progress(path: str | Path | None, key: str, lengths: dict) -> ConfigurationProgress:
+    """The progress saved at ``path`` for configuration ``key``, or a fresh one when there is none.
+
+    A file saved for another configuration or other run lengths (ps) is refused, naming it,
+    rather than continued into a row of mixed lengths.
+    """
+    fresh = ConfigurationProgress(key, **lengths)
+    if path is None or not Path(path).exists():
+        return fresh
+    try:
+        saved = ConfigurationProgress(**json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InputError(f"{path} is not the saved progress of a stability configuration ({exc}); "
+                         "delete it to run the configuration from the start.") from None
+    if saved.key != key or not same_lengths(lengths_of(asdict(saved)), lengths) or saved.stage not in STAGES:
+        raise InputError(
+            f"{path} holds the progress of {saved.key} with {shown_lengths(lengths_of(asdict(saved)))}, not of "
+            f"{key} with {shown_lengths(lengths)}: delete it, or run with the lengths it was saved with.")
+    return saved
+
+
+def remove_progress(path: str | Path | None) -> None:
+    """Delete a configuration's saved progress once its row is in the results file."""
+    if path is not None:
+        Path(path).unlink(missing_ok=True)
