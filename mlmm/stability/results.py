@@ -61,8 +61,8 @@ def check_resumable(key: str, row: dict, lengths: dict, path: Path) -> None:
 def merge_results(paths: list[str | Path]) -> dict:
     """Join results files, in order; a configuration found in two files must have the same lengths.
 
-    Two rows of one configuration with the same lengths come from the same seeded run, so
-    the later file's row is kept.
+    Rows of one configuration with the same lengths repeat one measurement; the later
+    file's row is kept.
     """
     merged, origin = {}, {}
     for path in paths:
