@@ -92,8 +92,9 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
     n_nve = max(2, round(nve_ps / run.sample_ps)) if nve_ps > 0 else 0
     result = {**asdict(config), "outer_fs": config.inner_fs * config.k, **lengths, "stable": True, "failure": None}
     done = len(saved.temperatures_k) + len(saved.nve_total_energies_kj_per_mol)
-    with tqdm(total=round((n_nvt + n_nve) * run.sample_ps, 3), initial=round(done * run.sample_ps, 3), unit="ps",
-              desc=config.key, leave=False, disable=not progress) as run.bar:
+    with tqdm(total=(n_nvt + n_nve) * run.sample_ps, initial=done * run.sample_ps, desc=config.key, leave=False,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} ps [{elapsed}<{remaining}]",
+              disable=not progress) as run.bar:
         try:
             if saved.stage != "nve":
                 run.nvt(molecular_system.positions, seed, minimize_iterations, equilibration_ps, n_nvt, bonds)
