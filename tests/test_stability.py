@@ -135,27 +135,26 @@ def test_report_only_refuses_a_missing_or_foreign_results_file(tmp_path):
         load_results(foreign)
 
 
-def test_saved_progress_restores_the_state_exactly_and_refuses_other_lengths(toluene_water, tmp_path):
+def test_saved_progress_restores_the_state_exactly_and_refuses_other_runs(toluene_water, toluene_vacuum, tmp_path):
     """Positions, velocities and step come back bit for bit, so NVE continues exactly."""
     import openmm
 
     from mlmm.splitting import make_integrator
 
-    def context():
+    def context_of(system):
         integrator = make_integrator(inner_timestep=0.001, mts_factor=2, ensemble="nve")
-        made = openmm.Context(toluene_water.system, integrator, openmm.Platform.getPlatformByName("Reference"))
-        return made, integrator
+        return openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference")), integrator
 
     lengths = {"equilibration_ps": 0.0, "nvt_ps": 1.0, "nve_ps": 0.5}
     path = tmp_path / "progress.json"
-    first, first_integrator = context()
+    first, first_integrator = context_of(toluene_water.system)
     first.setPositions(toluene_water.positions)
     first.setVelocitiesToTemperature(300.0, 1)
     first_integrator.step(5)
     progress = load_progress(path, "toluene-water/mechanical/dt1fs/k2/nohmr", lengths)
     progress.stage = "nve"
     progress.save(path, first)
-    second, second_integrator = context()
+    second, second_integrator = context_of(toluene_water.system)
     load_progress(path, progress.key, lengths).restore(second)
     for integrator in (first_integrator, second_integrator):
         integrator.step(10)
@@ -164,6 +163,9 @@ def test_saved_progress_restores_the_state_exactly_and_refuses_other_lengths(tol
     assert np.array_equal(a.getPositions(asNumpy=True)._value, b.getPositions(asNumpy=True)._value)
     assert np.array_equal(a.getVelocities(asNumpy=True)._value, b.getVelocities(asNumpy=True)._value)
 
+    vacuum, _ = context_of(toluene_vacuum.system)
+    with pytest.raises(InputError, match=f"has {toluene_water.n_atoms} atoms but the system built now has 15"):
+        load_progress(path, progress.key, lengths).restore(vacuum)
     with pytest.raises(InputError, match="progress.json holds the progress of .* nvt_ps 1.0.*delete it"):
         load_progress(path, progress.key, {**lengths, "nvt_ps": 100.0})
     assert isinstance(load_progress(tmp_path / "none.json", progress.key, lengths), ConfigurationProgress)

@@ -52,7 +52,13 @@ class ConfigurationProgress:
 
     def restore(self, context: openmm.Context) -> None:
         """Put the saved positions, velocities, box, parameters, time and step into ``context``."""
-        context.setState(openmm.XmlSerializer.deserialize(self.state_xml))
+        state = openmm.XmlSerializer.deserialize(self.state_xml)
+        saved, now = len(state.getPositions()), context.getSystem().getNumParticles()
+        if saved != now:
+            raise InputError(f"the saved progress of {self.key} has {saved} atoms but the system built now has "
+                             f"{now}: the recipe changed since; delete the progress file to start this "
+                             "configuration again.")
+        context.setState(state)
 
 
 def load_progress(path: str | Path | None, key: str, lengths: dict) -> ConfigurationProgress:
