@@ -182,7 +182,8 @@ _KILLABLE_STUDY = """
 """
 
 
-def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water, toluene_water_dir, tmp_path):
+def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water, toluene_water_dir, tmp_path,
+                                                                  capsys):
     """Kill -9 a study in the middle of a configuration's NVT run; the next call continues it."""
     results = tmp_path / "study.json"
     config = StudyConfig("toluene-water", "mechanical", 2.0, 2, False)
@@ -201,6 +202,8 @@ def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water,
     assert saved["stage"] == "nvt" and not results.exists()
     done = len(saved["temperatures_k"])
     assert 3 <= done < 10
+    assert main(["stability", "--json", str(results), "--report-only"]) == 0  # no row yet, one in progress
+    assert f"in progress: {config.key}, NVT run, {0.1 * done:.1f} of 1.2 ps" in capsys.readouterr().out
 
     [row] = run_study([config], lambda name, hmr: toluene_water, results, nvt_ps=1.0, nve_ps=0.2,
                       equilibration_ps=0.0, progress=False)

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                         help="first add the rows of these results files (studies run side by side) to --json")
     parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: print the table of every row in --json and write --markdown and --plot")
+                        help="run nothing: print the table of every row in --json (and the configurations saved in "
+                             "progress beside it) and write --markdown and --plot")
     parser.add_argument("--markdown", help="write the results table here")
     parser.add_argument("--plot", help="draw bond deviation and NVE drift against the outer step (png, pdf, svg)")
     parser.set_defaults(handler=handle)
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
 def handle(args) -> int:
     from ..atomic_io import write_text_atomic
     from ..errors import InputError
-    from ..stability import load_results, markdown_table, merge_results, plot
+    from ..stability import describe_progress, load_results, markdown_table, merge_results, plot, progress_folder_of
     from ..units import parse_time_ps
     from .common import check_plot_suffix
 
@@ -57,9 +58,13 @@ def handle(args) -> int:
     if args.merge:
         merged = merge_results(([args.json] if Path(args.json).exists() else []) + args.merge)
         write_text_atomic(args.json, json.dumps(merged, indent=1))
-    results = list(load_results(args.json).values()) if args.report_only else _run(args, **lengths_ps)
+    in_progress = describe_progress(progress_folder_of(args.json)) if args.report_only else []
+    if args.report_only:  # a study whose first configuration is still running has no --json yet
+        results = list(load_results(args.json).values()) if Path(args.json).exists() or not in_progress else []
+    else:
+        results = _run(args, **lengths_ps)
     table = markdown_table(results)
-    print(table)
+    print("\n".join([table, *in_progress]))
     if args.markdown:
         write_text_atomic(args.markdown, table)
     if args.plot:

@@ -20,7 +20,7 @@ where it stopped, within a configuration too. :mod:`.results` reads and joins re
 draws bond deviation and NVE drift against the outer time step.
 """
 
-from .progress import ConfigurationProgress, load_progress
+from .progress import ConfigurationProgress, describe_progress, load_progress
 from .results import load_results, markdown_table, merge_results, plot
 from .study import (
     EXPLOSION_KJ_PER_MOL_PER_ATOM,
@@ -28,6 +28,7 @@ from .study import (
     TEMPERATURE_K,
     StudyConfig,
     degrees_of_freedom,
+    progress_folder_of,
     progress_path_of,
     region_free_bonds,
     run_configuration,
@@ -37,6 +38,6 @@ from .study import (
 
 __all__ = [
     "EXPLOSION_KJ_PER_MOL_PER_ATOM", "SAVE_EVERY_S", "TEMPERATURE_K", "ConfigurationProgress", "StudyConfig",
-    "degrees_of_freedom", "load_progress", "load_results", "markdown_table", "merge_results", "plot",
-    "progress_path_of", "region_free_bonds", "run_configuration", "run_study", "study_grid",
+    "degrees_of_freedom", "describe_progress", "load_progress", "load_results", "markdown_table", "merge_results", "plot",
+    "progress_folder_of", "progress_path_of", "region_free_bonds", "run_configuration", "run_study", "study_grid",
 ]

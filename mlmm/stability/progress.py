@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import openmm
+import openmm.unit as u
 
 from ..atomic_io import write_text_atomic
 from ..errors import InputError
@@ -80,6 +82,19 @@ def load_progress(path: str | Path | None, key: str, lengths: dict) -> Configura
             f"{path} holds the progress of {saved.key} with {shown_lengths(lengths_of(asdict(saved)))}, not of "
             f"{key} with {shown_lengths(lengths)}: delete it, or run with the lengths it was saved with.")
     return saved
+
+
+def describe_progress(folder: str | Path) -> list[str]:
+    """One line per configuration saved in progress in ``folder``: stage, simulated ps, when saved."""
+    lines = []
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        saved = ConfigurationProgress(**json.loads(path.read_text()))
+        total_ps = saved.equilibration_ps + saved.nvt_ps + saved.nve_ps
+        simulated_ps = openmm.XmlSerializer.deserialize(saved.state_xml).getTime().value_in_unit(u.picosecond)
+        when = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"in progress: {saved.key}, {saved.stage.upper()} run, {simulated_ps:.1f} of {total_ps:g} ps "
+                     f"(equilibration, NVT, NVE), saved {when}")
+    return lines
 
 
 def remove_progress(path: str | Path | None) -> None:
