@@ -218,8 +218,9 @@ def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water,
 #: Largest deviation of a region bond from its mean over 100 ps (nm), sampled every 0.1 ps.
 #: Thermal: the softest unconstrained bond of toluene (ring-CH3, 2.0e5 kJ/mol/nm^2 in Sage)
 #: fluctuates by sqrt(kT/k) = 3.5 pm; the largest of 7000 samples (1000 of 7 bonds) is about
-#: 3.8 sigma (13 pm; 9.4-14.3 pm in thirteen 100 ps rows) and exceeds 20 pm (5.7 sigma) with a
-#: probability of about 1e-4. Failing outer steps reached 20-225 pm before they blew up.
+#: 3.8 sigma (13 pm; 9.4-14.3 pm in sixteen stable 100 ps rows) and exceeds 20 pm (5.7 sigma)
+#: with a probability of about 1e-4. Failing outer steps reached up to 225 pm before they blew
+#: up, some between two samples (so the test also asserts stability).
 MAX_BOND_DEVIATION_NM_100PS = 0.02
 #: |NVE drift| (kJ/mol/ns per degree of freedom) = 0.1 kT/ns: under the Langevin thermostat
 #: (1/ps) such heating shifts the temperature by 0.06 K; a failing 6 fs outer step drifted 3.9.
