@@ -1,4 +1,4 @@
-"""The MTS stability study: metrics of one short configuration, and the default k over 100 ps (slow)."""
+"""The MTS stability study: metrics of one short configuration, and the default k over 500 ps (slow)."""
 
 from __future__ import annotations
 
@@ -202,6 +202,7 @@ def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water,
     assert saved["stage"] == "nvt" and not results.exists()
     done = len(saved["temperatures_k"])
     assert 3 <= done < 10
+    assert saved["nvt_elapsed_s"] > 0.0  # the wall time of the saved samples, counted in the row's speed
     assert main(["stability", "--json", str(results), "--report-only"]) == 0  # no row yet, one in progress
     assert f"in progress: {config.key}, NVT run, {0.1 * done:.1f} of 1.2 ps" in capsys.readouterr().out
 
@@ -209,33 +210,41 @@ def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water,
                       equilibration_ps=0.0, progress=False)
     assert row["stable"], row["failure"]
     assert row["continued_at_ps"] == [pytest.approx(0.1 * done)]
+    assert row["ns_per_day"] < 1e-3 * 1.0 / saved["nvt_elapsed_s"] * 86400.0  # both runs' wall time counted
     for key in ("temperature_k", "max_bond_deviation_nm", "nve_drift", "ns_per_day"):
         assert math.isfinite(row[key]), key
     assert load_results(results) == {config.key: row}
     assert not progress_path.parent.exists()  # removed with the last configuration's progress
 
 
-#: Largest deviation of a region bond from its mean over 100 ps (nm), sampled every 0.1 ps.
-#: Thermal: the softest unconstrained bond of toluene (ring-CH3, 2.0e5 kJ/mol/nm^2 in Sage)
-#: fluctuates by sqrt(kT/k) = 3.5 pm; the largest of 7000 samples (1000 of 7 bonds) is about
-#: 3.8 sigma (13 pm; 9.4-14.3 pm in sixteen stable 100 ps rows) and exceeds 20 pm (5.7 sigma)
-#: with a probability of about 1e-4. Failing outer steps reached up to 225 pm before they blew
-#: up, some between two samples (so the test also asserts stability).
-MAX_BOND_DEVIATION_NM_100PS = 0.02
+#: Length of the slow test's NVT run (ps): five times the 100 ps rows of the study, because
+#: unstable outer steps failed after up to 30.7 ps of a 100 ps run.
+LONG_NVT_PS = 500.0
+#: Largest deviation of a region bond from its mean (nm), sampled every 0.1 ps. Thermal: under
+#: AIMNet2 the softest unconstrained bond of toluene (ring-CH3) fluctuates by 3.1 pm and the
+#: ring C-C bonds by 2.5 pm, with Gaussian tails (skew and excess kurtosis below 0.15; 3400
+#: samples of the default row). 20 pm is 6.5 sigma of the ring-CH3 bond: over 5000 samples it
+#: is exceeded with a probability below 1e-6, while the largest thermal deviation is 4-4.5
+#: sigma (12-14 pm; 9.4-14.3 pm in the stable 100 ps rows). Failing outer steps reached up to
+#: 225 pm before they blew up, some between two samples (so the test also asserts stability).
+MAX_BOND_DEVIATION_NM = 0.02
 #: |NVE drift| (kJ/mol/ns per degree of freedom) = 0.1 kT/ns: under the Langevin thermostat
 #: (1/ps) such heating shifts the temperature by 0.06 K; a failing 6 fs outer step drifted 3.9.
 MAX_NVE_DRIFT = 0.25
+#: |mean T - 300 K| over the NVT run (K): one sample fluctuates by about 11 K (734 atoms), the
+#: mean of 500 ps by about 0.5 K, so 3 K catches a systematic heating of 1 %.
+MAX_TEMPERATURE_ERROR_K = 3.0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
-def test_default_splitting_is_stable_for_100_ps(toluene_water, embedding):
+def test_default_splitting_is_stable_for_500_ps(toluene_water, embedding):
     from mlmm.splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR
 
     config = StudyConfig("toluene-water", embedding, DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, False)
-    result = run_configuration(toluene_water, config, nvt_ps=100.0, nve_ps=10.0)
+    result = run_configuration(toluene_water, config, nvt_ps=LONG_NVT_PS, nve_ps=10.0)
     assert result["stable"], result["failure"]
-    assert result["temperature_k"] == pytest.approx(300.0, abs=10.0)
-    assert result["max_bond_deviation_nm"] < MAX_BOND_DEVIATION_NM_100PS
+    assert result["temperature_k"] == pytest.approx(300.0, abs=MAX_TEMPERATURE_ERROR_K)
+    assert result["max_bond_deviation_nm"] < MAX_BOND_DEVIATION_NM
     assert abs(result["nve_drift"]) < MAX_NVE_DRIFT
     assert np.isfinite(result["ns_per_day"])
