@@ -125,7 +125,7 @@ def plot(results: list[dict], path: str | Path) -> None:
             bond_axis.plot([r["outer_fs"] for r in failed],
                            [1e3 * r["max_bond_deviation_nm"] if math.isfinite(r["max_bond_deviation_nm"]) else top
                             for r in failed], "x", color="#c44e52", markersize=9, markeredgewidth=2)
-        bond_axis.set_yscale("log")  # stable rows deviate by ~5-10 pm, failing ones by up to ~100s
+        bond_axis.set_yscale("log")  # stable rows deviate by ~5-15 pm, failing ones by up to ~100s
         bond_axis.set_ylim(0.5 * min(measured + [8.0]), 1.5 * top)
         bond_axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         bond_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
