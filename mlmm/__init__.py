@@ -24,7 +24,15 @@ from .torch_plugin import ensure_torch_plugin  # noqa: E402
 
 ensure_torch_plugin()
 
-from .errors import InputError, MlmmError, ModelUnavailableError, SimulationError  # noqa: E402
+from .errors import (  # noqa: E402
+    InputError,
+    MlmmError,
+    MlmmWarning,
+    ModelUnavailableError,
+    SimulationError,
+    StabilityWarning,
+)
 from .molecular_system import MolecularSystem  # noqa: E402
 
-__all__ = ["InputError", "MlmmError", "ModelUnavailableError", "SimulationError", "MolecularSystem"]
+__all__ = ["InputError", "MlmmError", "MlmmWarning", "ModelUnavailableError", "SimulationError", "StabilityWarning",
+           "MolecularSystem"]

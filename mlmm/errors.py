@@ -2,7 +2,8 @@
 
 Every error a user can cause derives from :class:`MlmmError`. Its message names what was
 wrong, with the offending value, and what to do instead; the command-line interface prints
-it without a traceback.
+it without a traceback. A :class:`MlmmWarning` lets the work go on but says which choice lies
+outside what mlmm has validated; the command line prints it as one line as well.
 """
 
 
@@ -20,3 +21,11 @@ class ModelUnavailableError(MlmmError):
 
 class SimulationError(MlmmError):
     """A simulation failed on the way (NaN, exploding energy); the last good state is kept."""
+
+
+class MlmmWarning(UserWarning):
+    """Base class of the warnings mlmm issues: the work goes on, but a choice is risky."""
+
+
+class StabilityWarning(MlmmWarning):
+    """A simulation setting lies beyond what the stability study found stable (README, *Multiple time steps*)."""

@@ -76,6 +76,19 @@ def test_bad_configuration_is_refused_before_any_output(tmp_path, dipeptide_dir,
     assert not out.exists()
 
 
+def test_an_unstable_outer_step_is_one_warning_line_and_the_command_goes_on(tmp_path, dipeptide_dir, capsys):
+    """k = 3 at 2 fs with a model: warned at validation; the command then goes on to the next
+    check, here a region that matches no atoms, which stops it before any output."""
+    out = tmp_path / "never"
+    assert main(["run", str(dipeptide_dir), "-o", str(out), "--model", "aimnet2", "-k", "3", "--timestep", "2fs",
+                 "--region", "resname XYZ", "--steps", "10", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("mlmm run: warning: an outer step of 6 fs (k = 3 x 2 fs) exceeds 4 fs")
+    assert lines[1].startswith("mlmm run: error: region 'resname XYZ' matches no atoms")
+    assert len(lines) == 2
+    assert not out.exists()
+
+
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, dipeptide_dir):
     """Kill -9 a running `python -m mlmm run` after a checkpoint, then `--resume` it.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import mlmm  # noqa: F401  (first: torch before openmm, so OpenMM loads the openmm-torch plugin)
 import mdtraj
@@ -17,7 +18,7 @@ import openmm.app as app
 import openmm.unit as u
 import pytest
 
-from mlmm import InputError, MolecularSystem, SimulationError
+from mlmm import InputError, MolecularSystem, SimulationError, StabilityWarning
 from mlmm.running import (
     EnergyWriter,
     RunConfig,
@@ -82,6 +83,25 @@ def test_config_validation_reports_every_problem_at_once():
                      "ensemble = 'npt'", "trajectory = 'out.pdb'", "platform = 'Quantum' is not available",
                      "model = 'aimnet3' is unknown", "seed = -1", "energy_interval = 0", "mm_region = 'exact'"):
         assert fragment in message
+
+
+@pytest.mark.parametrize("model, k, inner, warned", [
+    ("aimnet2", 3, "2fs", True),   # 6 fs: failed in every configuration of the stability study
+    ("aimnet2", 6, "1fs", True),
+    ("aimnet2", 2, "2fs", False),  # the default, 4 fs
+    ("aimnet2", 4, "1fs", False),
+    (None, 3, "2fs", False),       # pure MM: no slow group to resonate
+])
+def test_an_outer_step_beyond_the_stable_4_fs_draws_a_warning(model, k, inner, warned):
+    config = RunConfig(output="x", steps=10, model=model, mts_factor=k, inner_timestep=inner)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config.validate()
+    messages = [str(w.message) for w in caught if issubclass(w.category, StabilityWarning)]
+    assert len(messages) == int(warned)
+    if warned:
+        assert f"outer step of {k * int(inner[0])} fs" in messages[0]
+        assert f"use k = {4 // int(inner[0])} or less" in messages[0]
 
 
 # ---------------------------------------------------------------------- reporters

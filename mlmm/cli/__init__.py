@@ -3,7 +3,8 @@
 Each subcommand module defines ``register(subparsers)``, which adds its parser and sets
 ``handler`` to a function taking the parsed arguments. Heavy imports happen inside the
 handlers so that ``mlmm --help`` stays fast. An :class:`~mlmm.errors.MlmmError` is printed
-as one line on stderr with exit status 2, never as a traceback.
+as one line on stderr with exit status 2, never as a traceback; an
+:class:`~mlmm.errors.MlmmWarning` as one line on stderr, and the command goes on.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from ..errors import MlmmError
+from ..errors import MlmmError, MlmmWarning
 
 SUBCOMMAND_MODULES = ("build", "models", "run", "bench", "fe", "stability")
 
@@ -34,13 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command, warnings.showwarning)
+            return int(args.handler(args) or 0)
     except MlmmError as exc:
         print(f"mlmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlmm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(command: str, show_other):
+    """A ``warnings.showwarning`` that prints an MlmmWarning as ``mlmm COMMAND: warning: ...``."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MlmmWarning):
+            print(f"mlmm {command}: warning: {message}", file=sys.stderr)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+    return show
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import openmm.unit as u
 from ..embedding import EMBEDDINGS
 from ..embedding.mm_region import NONBONDED_METHODS
 from ..errors import InputError
-from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, ENSEMBLES
+from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, ENSEMBLES, warn_if_outer_timestep_unstable
 from ..units import parse_time_ps, value_in
 
 PRECISIONS = ("single", "mixed", "double")
@@ -106,10 +106,16 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
-        """Raise one :class:`InputError` listing every invalid value; return ``self`` when all are valid."""
+        """Raise one :class:`InputError` listing every invalid value; return ``self`` when all are valid.
+
+        A valid ML/MM configuration whose outer step exceeds the stable 4 fs draws a
+        :class:`~mlmm.errors.StabilityWarning` (:func:`mlmm.splitting.warn_if_outer_timestep_unstable`).
+        """
         problems = [problem for check in _CHECKS for problem in check(self)]
         if problems:
             raise InputError("invalid run configuration:\n  - " + "\n  - ".join(problems))
+        if self.model is not None:
+            warn_if_outer_timestep_unstable(self.inner_timestep, self.mts_factor)
         return self
 
     def to_dict(self) -> dict:
