@@ -88,6 +88,7 @@ def test_config_validation_reports_every_problem_at_once():
 @pytest.mark.parametrize("model, k, inner, warned", [
     ("aimnet2", 3, "2fs", True),   # 6 fs: failed in every configuration of the stability study
     ("aimnet2", 6, "1fs", True),
+    ("aimnet2", 1, "5fs", True),   # the inner step alone is too long
     ("aimnet2", 2, "2fs", False),  # the default, 4 fs
     ("aimnet2", 4, "1fs", False),
     (None, 3, "2fs", False),       # pure MM: no slow group to resonate
@@ -100,8 +101,10 @@ def test_an_outer_step_beyond_the_stable_4_fs_draws_a_warning(model, k, inner, w
     messages = [str(w.message) for w in caught if issubclass(w.category, StabilityWarning)]
     assert len(messages) == int(warned)
     if warned:
-        assert f"outer step of {k * int(inner[0])} fs" in messages[0]
-        assert f"use k = {4 // int(inner[0])} or less" in messages[0]
+        inner_fs = int(inner[0])
+        assert f"outer step of {k * inner_fs} fs" in messages[0]
+        advice = f"use k = {4 // inner_fs} or less" if inner_fs <= 4 else "use an inner step of 2 fs with k = 2"
+        assert advice in messages[0]
 
 
 # ---------------------------------------------------------------------- reporters
