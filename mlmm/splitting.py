@@ -201,8 +201,7 @@ def warn_if_outer_timestep_unstable(inner_timestep_ps: float, mts_factor: int) -
         f"an outer step of {outer_fs:g} fs (k = {mts_factor} x {inner_fs:g} fs) exceeds "
         f"{LONGEST_STABLE_OUTER_TIMESTEP_FS:g} fs, the longest that was stable in the stability study: every 6 fs "
         f"configuration of toluene-water ended in NaN after 2-31 ps (the ML correction resonates with the "
-        f"ring's C-C vibrations); "
-        f"{advice}, or measure this system with `mlmm stability`.",
+        f"ring's C-C vibrations); {advice}, or measure this system with `mlmm stability`.",
         StabilityWarning, stacklevel=3)
 
 
