@@ -203,8 +203,10 @@ def test_a_killed_configuration_continues_from_its_saved_progress(toluene_water,
     done = len(saved["temperatures_k"])
     assert 3 <= done < 10
     assert saved["nvt_elapsed_s"] > 0.0  # the wall time of the saved samples, counted in the row's speed
+    os.utime(progress_path, (0, 0))  # a copied file: the time shown is that of the save, not of the file
     assert main(["stability", "--json", str(results), "--report-only"]) == 0  # no row yet, one in progress
-    assert f"in progress: {config.key}, NVT run, {0.1 * done:.1f} of 1.2 ps" in capsys.readouterr().out
+    assert (f"in progress: {config.key}, NVT run, {0.1 * done:.1f} of 1.2 ps (equilibration, NVT, NVE), "
+            f"saved {saved['saved_at']}") in capsys.readouterr().out
 
     [row] = run_study([config], lambda name, hmr: toluene_water, results, nvt_ps=1.0, nve_ps=0.2,
                       equilibration_ps=0.0, progress=False)

@@ -4,11 +4,11 @@ A configuration of the study can run for hours (100 ps of a solvated protein on 
 cores). While it runs, :func:`mlmm.stability.run_configuration` saves what it has done into
 one JSON file, written atomically (:mod:`mlmm.atomic_io`): the stage reached, the OpenMM
 ``State`` of the last sample (positions, velocities, box, step, serialized at full double
-precision), the samples taken so far and the wall time spent. A run that finds the file
-continues from it: NVE continues exactly; Langevin dynamics continue with a new random
-seed, which leaves the sampled ensemble unchanged (the row records where it continued).
-The file belongs to one configuration and one set of run lengths; it is removed once the
-configuration's row is in the results file.
+precision), the samples taken so far, the wall time spent and when it was saved (a copied
+file keeps that time). A run that finds the file continues from it: NVE continues exactly;
+Langevin dynamics continue with a new random seed, which leaves the sampled ensemble
+unchanged (the row records where it continued). The file belongs to one configuration and
+one set of run lengths; it is removed once the configuration's row is in the results file.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from .results import lengths_of, same_lengths, shown_lengths
 
 #: stages in order: minimization and equilibration not done yet, NVT run, NVE run
 STAGES = ("start", "nvt", "nve")
+#: how the local time of a save is written into the file and shown
+_SAVED_AT_FORMAT = "%Y-%m-%d %H:%M"
 
 
 @dataclass
@@ -44,11 +46,13 @@ class ConfigurationProgress:
     nvt_elapsed_s: float = 0.0
     nve_total_energies_kj_per_mol: list[float] = field(default_factory=list)
     continued_at_ps: list[float] = field(default_factory=list)
+    saved_at: str | None = None  # local time of the last save; None in files of earlier versions
 
     def save(self, path: str | Path | None, context: openmm.Context) -> None:
         """Record ``context``'s state, and write everything to ``path`` atomically unless it is None."""
         state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
         self.state_xml = openmm.XmlSerializer.serialize(state)
+        self.saved_at = datetime.now().strftime(_SAVED_AT_FORMAT)
         if path is not None:
             write_text_atomic(path, json.dumps(asdict(self)))
 
@@ -91,7 +95,7 @@ def describe_progress(folder: str | Path) -> list[str]:
         saved = ConfigurationProgress(**json.loads(path.read_text()))
         total_ps = saved.equilibration_ps + saved.nvt_ps + saved.nve_ps
         simulated_ps = openmm.XmlSerializer.deserialize(saved.state_xml).getTime().value_in_unit(u.picosecond)
-        when = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        when = saved.saved_at or datetime.fromtimestamp(path.stat().st_mtime).strftime(_SAVED_AT_FORMAT)
         lines.append(f"in progress: {saved.key}, {saved.stage.upper()} run, {simulated_ps:.1f} of {total_ps:g} ps "
                      f"(equilibration, NVT, NVE), saved {when}")
     return lines
