@@ -172,7 +172,14 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
         return self.k * self.inner_timestep_ps * u.picosecond
 
     def setRandomNumberSeed(self, seed: int) -> None:
+        """Seed the Langevin noise of the inner steps.
+
+        The kick takes the same seed: the Reference platform seeds one process-wide generator
+        from every sub-integrator as the Context is created, and a kick left at seed 0 would
+        reseed it at random after the inner integrator.
+        """
         self.inner.setRandomNumberSeed(seed)
+        self.getIntegrator(self._kick_index).setRandomNumberSeed(seed)
 
     def getRandomNumberSeed(self) -> int:
         return self.inner.getRandomNumberSeed()
