@@ -11,6 +11,7 @@ import math
 import numpy as np
 import openmm
 import pytest
+import torch
 
 from mlmm import InputError, MolecularSystem, SimulationError
 from mlmm.bench import DEFAULT_MTS_FACTOR, BenchmarkSettings, compare_forces, create_host_copy_system, ns_per_day
@@ -105,6 +106,21 @@ def test_host_copy_matches_torchforce_across_the_box_edge(toluene_water_dir):
     result = compare_forces(*contexts, groups=group_mask(ML_SLOW))
     assert result["energy_difference_kj_mol"] < 1e-3
     assert result["max_force_difference_kj_mol_nm"] < 1e-2 * max(1.0, result["max_force_kj_mol_nm"] / 1e3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_host_copy_moves_the_model_to_the_gpu():
+    """The callback computes where the positions are copied, so the model's weights must be there too
+    (AIMNet2's weights stayed on the CPU before, and every call on a GPU failed). Methane, nm."""
+    from mlmm.bench.host_copy import HostCopyRegionPotential
+    from mlmm.potentials import load_plugin
+
+    positions = torch.tensor([[0.0, 0.0, 0.0], [0.109, 0.0, 0.0], [-0.036, 0.103, 0.0], [-0.036, -0.051, 0.089],
+                              [-0.036, -0.051, -0.089]], dtype=torch.float64)
+    model = load_plugin("aimnet2").create_model([6, 1, 1, 1, 1], 0)
+    on_cpu = model(positions)["energy"].item()
+    potential = HostCopyRegionPotential(model, periodic=False, device="cuda")
+    assert potential.region_model(positions.cuda())["energy"].item() == pytest.approx(on_cpu, rel=1e-6)
 
 
 def test_ns_per_day():

@@ -36,14 +36,15 @@ class HostCopyRegionPotential:
     the region's positions only (nm). They are copied to a float64 tensor on ``device``,
     made whole about the atom ``anchor`` when ``periodic``, passed to ``region_model``
     (see :mod:`mlmm.potentials`), and the forces ``-dE/dx`` (kJ/mol/nm) come back as a NumPy
-    array, scaled like the energy (kJ/mol) by the global parameter ``lambda_ml``.
+    array, scaled like the energy (kJ/mol) by the global parameter ``lambda_ml``. The model
+    is moved to ``device`` (in place) so its weights sit where the positions are copied.
     """
 
     def __init__(self, region_model, periodic: bool, anchor: int = 0, device: str = "cpu"):
-        self.region_model = region_model
+        self.device = torch.device(device)
+        self.region_model = region_model.to(self.device)
         self.periodic = bool(periodic)
         self.anchor = int(anchor)
-        self.device = torch.device(device)
 
     def __call__(self, state: openmm.State):
         positions = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(u.nanometer),
