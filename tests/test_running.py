@@ -147,6 +147,30 @@ def test_trajectory_with_fewer_frames_than_the_checkpoint_is_an_error(tmp_path, 
     assert read_frame_count(path) == 1  # the file is left as it was
 
 
+
+@pytest.mark.parametrize("suffix", [".dcd", ".xtc", ".h5"])
+def test_checkpoint_before_the_first_frame(tmp_path, water_box, suffix):
+    """A checkpoint can come before any frame (a run shorter than the trajectory interval); resuming
+    from it keeps zero frames and appends."""
+    path = tmp_path / f"traj{suffix}"
+    writer = TrajectoryWriter(path, water_box.topology)
+    writer.flush()
+    writer.close()
+    writer = TrajectoryWriter(path, water_box.topology, keep_frames=0)
+    writer.write(water_box.positions, water_box.box_vectors, 0.1, 50)
+    writer.close()
+    assert read_frame_count(path) == 1
+
+
+def test_run_shorter_than_the_trajectory_interval(tmp_path, dipeptide):
+    folder = tmp_path / "run"
+    result = run(nve_config(folder, length="0.02ps", trajectory="trajectory.dcd", trajectory_interval=100), dipeptide,
+                 **QUIET)
+    assert result.steps == 10 and checkpoint_step(folder) == 10  # 2 fs outer steps
+    assert read_energies(folder / "energies.csv")["step"] == [10]
+    result = resume(folder, length="0.4ps", **QUIET)
+    assert result.started_at_step == 10 and read_frame_count(folder / "trajectory.dcd") == 2
+
 def test_energy_rows_truncated_to_a_checkpoint_then_appended(tmp_path):
     path = tmp_path / "energies.csv"
     writer = EnergyWriter(path, ["step", "time_ps", "mm_kj_mol"])

@@ -33,21 +33,18 @@ class TrajectoryWriter:
     def __init__(self, path: str | os.PathLike, topology, keep_frames: int | None = None):
         """Open ``path`` for writing; ``topology`` is an OpenMM or MDTraj topology.
 
-        ``keep_frames=None`` starts a new file; ``keep_frames=n`` keeps the first ``n`` frames
-        of the existing file and appends after them.
+        ``keep_frames=None`` or ``0`` starts a new file; ``keep_frames=n`` keeps the first ``n``
+        frames of the existing file and appends after them.
         """
         self.path = Path(path)
         self._format = _format_for(self.path)
         if not isinstance(topology, mdtraj.Topology):
             topology = mdtraj.Topology.from_openmm(topology)
         self._topology = topology
-        if keep_frames is None:
+        if not keep_frames:  # a new file, or one continued from a checkpoint taken before its first frame
             self._handle = self._format.open(self.path, topology)
             return
         if not self.path.is_file():
-            if keep_frames == 0:
-                self._handle = self._format.open(self.path, topology)
-                return
             raise InputError(f"trajectory {self.path} is missing, but the checkpoint expects {keep_frames} frames in it.")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
         os.close(fd)
@@ -73,9 +70,13 @@ class TrajectoryWriter:
                            time_ps, step)
 
     def flush(self) -> None:
-        """Put every written frame on disk (called before each checkpoint)."""
+        """Put every written frame on disk (called before each checkpoint).
+
+        MDTraj's DCD writer creates its file at the first frame: before that there is nothing to sync.
+        """
         self._format.flush(self._handle)
-        _fsync_path(self.path)
+        if self.path.exists():
+            _fsync_path(self.path)
 
     def close(self) -> None:
         self._handle.close()
