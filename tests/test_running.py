@@ -147,7 +147,6 @@ def test_trajectory_with_fewer_frames_than_the_checkpoint_is_an_error(tmp_path, 
     assert read_frame_count(path) == 1  # the file is left as it was
 
 
-
 @pytest.mark.parametrize("suffix", [".dcd", ".xtc", ".h5"])
 def test_checkpoint_before_the_first_frame(tmp_path, water_box, suffix):
     """A checkpoint can come before any frame (a run shorter than the trajectory interval); resuming
