@@ -131,6 +131,7 @@ def test_ns_per_day():
 @pytest.mark.parametrize("options, named", [
     ({"steps": 0}, "steps = 0"), ({"repeats": 2.5}, "repeats = 2.5"), ({"rows": ("mm", "fast")}, "rows"),
     ({"threads": 0}, "threads = 0"), ({"inner_timestep": -0.002}, "inner_timestep = -0.002"),
+    ({"platform": "Quantum"}, "platform = 'Quantum' is not available here; available: Reference, CPU"),
 ])
 def test_bad_settings_are_refused(options, named):
     with pytest.raises(InputError, match=named.replace(".", r"\.").replace("(", r"\(")):

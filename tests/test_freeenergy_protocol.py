@@ -151,3 +151,11 @@ def test_leg_construction_errors(toluene_vacuum):
         endstate_leg(toluene_vacuum, None, "mechanical", protocol)
     # the solute alone in vacuum: only the electrostatics windows (sterics would all be one state)
     assert decoupling_leg(toluene_vacuum, protocol).n_states == len(protocol.electrostatics_lambdas)
+
+
+def test_an_unknown_platform_is_named_when_a_task_starts(toluene_vacuum):
+    from mlmm.freeenergy.sampling import create_context
+
+    protocol = Protocol.preset("smoke").replace(platform="Quantum")
+    with pytest.raises(InputError, match="platform = 'Quantum' is not available here; available: Reference, CPU"):
+        create_context(toluene_vacuum.system, openmm.VerletIntegrator(0.001), protocol)

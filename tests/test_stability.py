@@ -88,6 +88,13 @@ def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     assert not json_path.exists()
 
 
+def test_cli_refuses_an_unknown_platform_before_building(tmp_path, capsys):
+    json_path = tmp_path / "study.json"
+    assert main(["stability", "--json", str(json_path), "--platform", "Quantum"]) == 2
+    assert "platform = 'Quantum' is not available here" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def _results_file(path, *rows):
     """A results file as run_study writes it, keyed like the study (NaN kept, as json writes it)."""
     path.write_text(json.dumps({StudyConfig(r["system"], r["embedding"], r["inner_fs"], r["k"], r["hmr"]).key: r

@@ -45,6 +45,7 @@ import torch
 from .. import forcegroups
 from ..errors import InputError, SimulationError
 from ..molecular_system import MolecularSystem
+from ..platforms import GPU_PLATFORMS, available_platforms, get_platform, platform_problem
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
 from . import timing
 from .host_copy import create_host_copy_system
@@ -109,6 +110,8 @@ class BenchmarkSettings:
             problems.append(f"rows {list(self.rows)!r}: choose one or more of {', '.join(ROWS)}")
         if not self.inner_timestep > 0:
             problems.append(f"inner_timestep = {self.inner_timestep} ps must be positive")
+        if self.platform is not None and platform_problem(self.platform):
+            problems.append(platform_problem(self.platform).rstrip("."))
         if problems:
             raise InputError("invalid benchmark settings: " + "; ".join(problems) + ".")
         return self
@@ -117,14 +120,13 @@ class BenchmarkSettings:
     def platform_name(self) -> str:
         if self.platform is not None:
             return self.platform
-        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-        return "CUDA" if "CUDA" in names else "CPU"
+        return "CUDA" if "CUDA" in available_platforms() else "CPU"
 
     def platform_properties(self) -> dict[str, str]:
         name = self.platform_name
         if name == "CPU" and self.threads is not None:
             return {"Threads": str(self.threads)}
-        if name in ("CUDA", "OpenCL", "HIP"):
+        if name in GPU_PLATFORMS:
             return {"Precision": "mixed"}
         return {}
 
@@ -209,7 +211,7 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
     """
     settings.validate()
     say = progress.set_postfix_str if progress is not None else (lambda text: None)
-    platform = openmm.Platform.getPlatformByName(settings.platform_name)
+    platform = get_platform(settings.platform_name)
     properties = settings.platform_properties()
 
     needs_ml = any(row != "mm" for row in settings.rows)

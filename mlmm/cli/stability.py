@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--equilibration", default="1ps", help="NVT equilibration per configuration (discarded)")
     parser.add_argument("--nvt-length", default="100ps", help="NVT length per configuration")
     parser.add_argument("--nve-length", default="10ps", help="NVE length per configuration (drift)")
-    parser.add_argument("--platform", default="CPU")
+    parser.add_argument("--platform", default="CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference")
     parser.add_argument("--json", required=True, help="results file (resumed if it exists)")
     parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                         help="first add the rows of these results files (studies run side by side) to --json")

@@ -25,6 +25,7 @@ import openmm.unit as u
 from ..embedding import LAMBDA_ML
 from ..errors import InputError, SimulationError
 from ..forcegroups import ML_SLOW
+from ..platforms import get_platform
 from ..threads import configure_torch_threads
 
 #: 1 bar nm^3 per particle in kJ/mol (p V term of the reduced potential)
@@ -68,11 +69,7 @@ def create_context(system: openmm.System, integrator: openmm.Integrator, protoco
     ``mlmm run``: one on a CPU platform, where more would only wait for the cores OpenMM's
     threads hold, unless ``MLMM_TORCH_THREADS`` says otherwise.
     """
-    try:
-        platform = openmm.Platform.getPlatformByName(protocol.platform)
-    except Exception:
-        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-        raise InputError(f"OpenMM platform {protocol.platform!r} is not available here; choose one of {names}.") from None
+    platform = get_platform(protocol.platform)
     properties = {"Threads": str(protocol.threads)} if protocol.platform == "CPU" else {}
     configure_torch_threads(protocol.platform)
     return openmm.Context(system, integrator, platform, properties)

@@ -15,19 +15,16 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import openmm
 import openmm.unit as u
 
 from ..embedding import EMBEDDINGS
 from ..embedding.mm_region import NONBONDED_METHODS
 from ..errors import InputError
+from ..platforms import GPU_PLATFORMS, platform_problem
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, ENSEMBLES, warn_if_outer_timestep_unstable
 from ..units import parse_time_ps, value_in
 
 PRECISIONS = ("single", "mixed", "double")
-#: platforms whose precision can be chosen; Reference is always double, CPU always single/mixed
-GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
-KNOWN_PLATFORMS = ("Reference", "CPU", *GPU_PLATFORMS)
 TRAJECTORY_SUFFIXES = (".dcd", ".xtc", ".h5", ".hdf5")
 RECIPE_SUFFIXES = (".yaml", ".yml")
 NO_MODEL = "none"
@@ -257,10 +254,9 @@ def _check_length(config):
 
 
 def _check_platform(config):
-    available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-    if config.platform is not None and config.platform not in available:
-        hint = "" if config.platform in KNOWN_PLATFORMS else f" (known OpenMM platforms: {', '.join(KNOWN_PLATFORMS)})"
-        yield f"platform = {config.platform!r} is not available here; available: {', '.join(available)}{hint}."
+    problem = None if config.platform is None else platform_problem(config.platform)
+    if problem is not None:
+        yield problem
     if config.precision is not None:
         if config.precision not in PRECISIONS:
             yield f"precision = {config.precision!r} is unknown; choose {', '.join(PRECISIONS)}."

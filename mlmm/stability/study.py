@@ -16,6 +16,7 @@ import openmm.unit as u
 from ..atomic_io import write_text_atomic
 from ..errors import SimulationError
 from ..splitting import make_integrator
+from ..platforms import get_platform
 from ..threads import configure_torch_threads
 from ..units import KB_KJ_PER_MOL_K
 from .progress import ConfigurationProgress, load_progress, remove_progress
@@ -122,7 +123,7 @@ class _ConfigurationRun:
 
     def _context(self, ensemble: str, seed: int | None = None) -> openmm.Context:
         integrator = make_integrator(TEMPERATURE_K, 1.0, self.inner_ps, self.config.k, ensemble, seed)
-        context = openmm.Context(self.system, integrator, openmm.Platform.getPlatformByName(self.platform))
+        context = openmm.Context(self.system, integrator, get_platform(self.platform))
         configure_torch_threads(self.platform)
         return context
 
@@ -243,6 +244,7 @@ def run_study(configs: list[StudyConfig], build, json_path: str | Path, nvt_ps: 
     """
     from tqdm.auto import tqdm
 
+    get_platform(platform)  # an unknown platform fails here, before any system is built
     json_path = Path(json_path)
     results = load_results(json_path) if json_path.exists() else {}
     lengths = {"equilibration_ps": equilibration_ps, "nvt_ps": nvt_ps, "nve_ps": nve_ps}
