@@ -88,10 +88,17 @@ def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     assert not json_path.exists()
 
 
-def test_cli_refuses_an_unknown_platform_before_building(tmp_path, capsys):
+@pytest.mark.parametrize("options, named", [
+    (["--platform", "Quantum"], "platform = 'Quantum' is not available here"),
+    (["--nvt-length=-5ps"], "nvt_ps (--nvt-length) = -5.0 ps must be positive"),
+    (["--nvt-length", "0"], "nvt_ps (--nvt-length) = 0.0 ps must be positive"),
+    (["--nve-length=-1ps", "--equilibration=-2ps"],
+     "nve_ps (--nve-length) = -1.0 ps must be zero or positive; equilibration_ps (--equilibration) = -2.0 ps"),
+])
+def test_cli_refuses_bad_settings_before_building(tmp_path, capsys, options, named):
     json_path = tmp_path / "study.json"
-    assert main(["stability", "--json", str(json_path), "--platform", "Quantum"]) == 2
-    assert "platform = 'Quantum' is not available here" in capsys.readouterr().err
+    assert main(["stability", "--json", str(json_path), *options]) == 2
+    assert named in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

@@ -14,7 +14,7 @@ import openmm
 import openmm.unit as u
 
 from ..atomic_io import write_text_atomic
-from ..errors import SimulationError
+from ..errors import InputError, SimulationError
 from ..splitting import make_integrator
 from ..platforms import get_platform
 from ..threads import configure_torch_threads
@@ -53,6 +53,16 @@ def degrees_of_freedom(system: openmm.System) -> int:
     return dof
 
 
+def check_lengths(nvt_ps: float, nve_ps: float, equilibration_ps: float) -> None:
+    """Raise :class:`InputError` unless the NVT run is positive and the NVE run and equilibration are not negative (ps)."""
+    problems = [f"nvt_ps (--nvt-length) = {nvt_ps} ps must be positive, e.g. 100 ps"] if not nvt_ps > 0 else []
+    problems += [f"{name} ({option}) = {value} ps must be zero or positive" for name, option, value in
+                 (("nve_ps", "--nve-length", nve_ps), ("equilibration_ps", "--equilibration", equilibration_ps))
+                 if not value >= 0]
+    if problems:
+        raise InputError("; ".join(problems) + ".")
+
+
 def region_free_bonds(molecular_system, region: np.ndarray, system: openmm.System) -> np.ndarray:
     """(n_bonds, 2) atom pairs of covalent bonds inside the region that are not constrained."""
     constrained = {tuple(sorted(system.getConstraintParameters(i)[:2])) for i in range(system.getNumConstraints())}
@@ -84,6 +94,7 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
 
     from ..embedding.mixed import create_mixed_system
 
+    check_lengths(nvt_ps, nve_ps, equilibration_ps)
     mixed = create_mixed_system(molecular_system, model, "ligand", config.embedding)
     lengths = {"equilibration_ps": equilibration_ps, "nvt_ps": nvt_ps, "nve_ps": nve_ps}
     saved = load_progress(progress_path, config.key, lengths)
@@ -244,7 +255,9 @@ def run_study(configs: list[StudyConfig], build, json_path: str | Path, nvt_ps: 
     """
     from tqdm.auto import tqdm
 
-    get_platform(platform)  # an unknown platform fails here, before any system is built
+    # bad lengths or an unknown platform fail here, before any system is built
+    check_lengths(nvt_ps, nve_ps, equilibration_ps)
+    get_platform(platform)
     json_path = Path(json_path)
     results = load_results(json_path) if json_path.exists() else {}
     lengths = {"equilibration_ps": equilibration_ps, "nvt_ps": nvt_ps, "nve_ps": nve_ps}
