@@ -82,6 +82,21 @@ def test_plot_draws_stable_and_unstable_configurations(short_stable_result, blow
     assert [p.name for p in tmp_path.iterdir()] == ["stability.png"]  # no temporary file left
 
 
+def test_a_series_has_one_colour_in_every_panel():
+    from mlmm.stability.results import series_colors
+
+    def row(system, embedding, inner_fs, hmr):
+        return {"system": system, "embedding": embedding, "inner_fs": inner_fs, "hmr": hmr}
+
+    # the second system lists its series in another order and lacks one
+    rows = [row("a", "electrostatic", 1.0, True), row("a", "mechanical", 2.0, False), row("a", "mechanical", 1.0, True),
+            row("b", "mechanical", 1.0, True), row("b", "electrostatic", 1.0, True)]
+    colors = series_colors(rows)
+    assert list(colors) == [("mechanical", 2.0, False), ("mechanical", 1.0, True), ("electrostatic", 1.0, True)]
+    assert len(set(colors.values())) == 3
+    assert series_colors(rows[3:]) == {("mechanical", 1.0, True): "C0", ("electrostatic", 1.0, True): "C1"}
+
+
 def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     json_path = tmp_path / "study.json"
     assert main(["stability", "--json", str(json_path), "--plot", str(tmp_path / "study.xyz")]) == 2

@@ -98,29 +98,28 @@ def plot(results: list[dict], path: str | Path) -> None:
     """Largest region bond deviation (pm) and NVE drift against the outer step (fs); written atomically.
 
     One column per system, all on one outer-step axis; one line per (embedding, inner step,
-    HMR). Unstable configurations are red crosses at the bond deviation reached before they
+    HMR), in the same colour in every column (:func:`series_colors`). Unstable configurations are red crosses at the bond deviation reached before they
     failed (or above 20 pm when none was measured); the deviation axis is logarithmic. The
     image format follows the suffix of ``path`` (png, pdf, svg, ...).
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     systems = list(dict.fromkeys(r["system"] for r in results))
+    colors = series_colors(results)
     fig, axes = new_figure(2, len(systems), figsize=(5.2 * len(systems), 6.4), squeeze=False, sharex=True)
     for column, system in enumerate(systems):
         bond_axis, drift_axis = axes[0, column], axes[1, column]
         rows = [r for r in results if r["system"] == system]
         measured = [1e3 * r["max_bond_deviation_nm"] for r in rows if math.isfinite(r["max_bond_deviation_nm"])]
         top = 1.15 * max(measured + [20.0])  # above any stable row (< 20 pm)
-        series = dict.fromkeys((r["embedding"], r["inner_fs"], r["hmr"]) for r in rows)
-        for embedding, inner_fs, hmr in series:
-            points = sorted((r for r in rows if (r["embedding"], r["inner_fs"], r["hmr"]) == (embedding, inner_fs, hmr)),
-                            key=lambda r: r["outer_fs"])
+        for embedding, inner_fs, hmr in (s for s in colors if any(_series(r) == s for r in rows)):
+            color = colors[(embedding, inner_fs, hmr)]
+            points = sorted((r for r in rows if _series(r) == (embedding, inner_fs, hmr)), key=lambda r: r["outer_fs"])
             stable = [r for r in points if r["stable"]]
             label = f"{embedding}, {inner_fs:g} fs inner{', HMR' if hmr else ''}"
-            line, = bond_axis.plot([r["outer_fs"] for r in stable], [1e3 * r["max_bond_deviation_nm"] for r in stable],
-                                   "o-", label=label)
-            drift_axis.plot([r["outer_fs"] for r in stable], [r["nve_drift"] for r in stable], "o-",
-                            color=line.get_color())
+            bond_axis.plot([r["outer_fs"] for r in stable], [1e3 * r["max_bond_deviation_nm"] for r in stable],
+                           "o-", color=color, label=label)
+            drift_axis.plot([r["outer_fs"] for r in stable], [r["nve_drift"] for r in stable], "o-", color=color)
             failed = [r for r in points if not r["stable"]]
             bond_axis.plot([r["outer_fs"] for r in failed],
                            [1e3 * r["max_bond_deviation_nm"] if math.isfinite(r["max_bond_deviation_nm"]) else top
@@ -138,3 +137,19 @@ def plot(results: list[dict], path: str | Path) -> None:
         drift_axis.set_xlabel("outer time step (fs)")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def series_colors(results: list[dict]) -> dict[tuple[str, float, bool], str]:
+    """A matplotlib colour for each (embedding, inner step in fs, HMR) series in ``results``.
+
+    The order is fixed (without HMR first, then the longer inner step, then mechanical before
+    the other embeddings), so that a series has the same colour in every system's panel and in
+    every plot of the same set of series.
+    """
+    series = sorted(dict.fromkeys(_series(r) for r in results),
+                    key=lambda s: (s[2], -s[1], s[0] != "mechanical", s[0]))
+    return {s: f"C{index % 10}" for index, s in enumerate(series)}
+
+
+def _series(row: dict) -> tuple[str, float, bool]:
+    return row["embedding"], row["inner_fs"], row["hmr"]
