@@ -132,12 +132,12 @@ def plot(report: dict, path: str | os.PathLike) -> None:
         axis.set_yscale("log")
         axis.set_ylim(min(values) / 1.5, max(values) * 1.6)
         ratio = entry["ratios"].get("mts_vs_mm")
-        axis.set_title(f"{name} ({entry['n_atoms']} atoms)" + ("" if ratio is None else f", MTS / MM = {ratio:.2f}"),
+        axis.set_title(f"{name} ({entry['n_atoms']} atoms)" + ("" if ratio is None else f", MTS / MM = {ratio:.2g}"),
                        fontsize=10)
         axis.set_ylabel("ns/day")
         axis.tick_params(axis="x", rotation=30)
         for bar, value in zip(bars, values):
-            axis.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+            axis.annotate(f"{value:.0f}" if value >= 100 else f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                           fontsize=8)
     machine = report["machine"]
     settings = report["settings"]
