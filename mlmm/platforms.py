@@ -1,7 +1,8 @@
 """OpenMM platforms by name: which this machine has, and a clear error for one it lacks.
 
-Every command that takes ``--platform`` (``mlmm run``, ``bench``, ``stability``, ``fe``) checks
-the name here before any system is built or any output is written.
+``mlmm run``, ``bench`` and ``stability`` check ``--platform`` here before any system is built
+or any output is written; a free-energy task checks it when it starts, on the machine that runs
+it (a Dask worker may have platforms the client lacks).
 """
 
 from __future__ import annotations

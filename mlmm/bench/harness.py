@@ -110,8 +110,8 @@ class BenchmarkSettings:
             problems.append(f"rows {list(self.rows)!r}: choose one or more of {', '.join(ROWS)}")
         if not self.inner_timestep > 0:
             problems.append(f"inner_timestep = {self.inner_timestep} ps must be positive")
-        if self.platform is not None and platform_problem(self.platform):
-            problems.append(platform_problem(self.platform).rstrip("."))
+        if self.platform is not None and (problem := platform_problem(self.platform)):
+            problems.append(problem.rstrip("."))
         if problems:
             raise InputError("invalid benchmark settings: " + "; ".join(problems) + ".")
         return self

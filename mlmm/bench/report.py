@@ -137,8 +137,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
         axis.set_ylabel("ns/day")
         axis.tick_params(axis="x", rotation=30)
         for bar, value in zip(bars, values):
-            axis.annotate(f"{value:.0f}" if value >= 100 else f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
-                          fontsize=8)
+            label = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+            axis.annotate(label, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
     machine = report["machine"]
     settings = report["settings"]
     model = settings["model"] + "".join(f", {key}={value}" for key, value in settings.get("model_options", {}).items()

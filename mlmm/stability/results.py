@@ -98,9 +98,10 @@ def plot(results: list[dict], path: str | Path) -> None:
     """Largest region bond deviation (pm) and NVE drift against the outer step (fs); written atomically.
 
     One column per system, all on one outer-step axis; one line per (embedding, inner step,
-    HMR), in the same colour in every column (:func:`series_colors`). Unstable configurations are red crosses at the bond deviation reached before they
-    failed (or above 20 pm when none was measured); the deviation axis is logarithmic. The
-    image format follows the suffix of ``path`` (png, pdf, svg, ...).
+    HMR), in the same colour in every column (:func:`series_colors`). Unstable configurations
+    are red crosses at the bond deviation reached before they failed (or above 20 pm when none
+    was measured); the deviation axis is logarithmic. The image format follows the suffix of
+    ``path`` (png, pdf, svg, ...).
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 

@@ -15,8 +15,8 @@ import openmm.unit as u
 
 from ..atomic_io import write_text_atomic
 from ..errors import InputError, SimulationError
-from ..splitting import make_integrator
 from ..platforms import get_platform
+from ..splitting import make_integrator
 from ..threads import configure_torch_threads
 from ..units import KB_KJ_PER_MOL_K
 from .progress import ConfigurationProgress, load_progress, remove_progress
@@ -54,7 +54,7 @@ def degrees_of_freedom(system: openmm.System) -> int:
 
 
 def check_lengths(nvt_ps: float, nve_ps: float, equilibration_ps: float) -> None:
-    """Raise :class:`InputError` unless the NVT run is positive and the NVE run and equilibration are not negative (ps)."""
+    """Raise :class:`InputError` unless the NVT length (ps) is positive and the NVE and equilibration lengths are >= 0."""
     problems = [f"nvt_ps (--nvt-length) = {nvt_ps} ps must be positive, e.g. 100 ps"] if not nvt_ps > 0 else []
     problems += [f"{name} ({option}) = {value} ps must be zero or positive" for name, option, value in
                  (("nve_ps", "--nve-length", nve_ps), ("equilibration_ps", "--equilibration", equilibration_ps))
