@@ -95,7 +95,7 @@ def check_options(plugin_name: str, options: dict, allowed: Sequence[str]) -> No
     if unknown:
         raise InputError(
             f"model '{plugin_name}' has no option(s) {', '.join(unknown)}; its options are "
-            f"{', '.join(sorted(allowed)) or 'none'} (see docs/models.md)."
+            f"{', '.join(sorted(allowed)) or 'none'} (README, *ML potentials*, lists each model's options)."
         )
 
 

