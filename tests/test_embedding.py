@@ -119,11 +119,21 @@ def test_ml_correction_group_vanishes_at_lambda_zero(fixture, request, toluene_w
 
 
 def test_energy_terms_report_the_split(mechanical, toluene_water):
+    """mm + ml_correction = total; mm_region = the region alone in vacuum; ml = the bare model call."""
     context = make_context(mechanical.system, toluene_water.positions)
     terms = mechanical.energy_terms(context)
     total = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(KJ)
     assert terms["mm"] + terms["ml_correction"] == pytest.approx(total, abs=1e-6)
     assert terms["ml_correction"] == pytest.approx(terms["ml"] - terms["mm_region"], abs=1e-6)
+    region = mechanical.region
+    alone = region_alone_system(toluene_water.system, region, periodic=False)
+    assert terms["mm_region"] == pytest.approx(potential_energy(alone, toluene_water.positions[region]), abs=1e-3)
+    assert terms["ml"] == pytest.approx(direct_ml(toluene_water, region, toluene_water.positions)[0], abs=1e-3)
+    context.setParameter(LAMBDA_ML, 0.5)  # mm_region and ml do not depend on lambda
+    half = mechanical.energy_terms(context)
+    assert half["mm_region"] == pytest.approx(terms["mm_region"], abs=1e-9)
+    assert half["ml"] == pytest.approx(terms["ml"], abs=1e-6)
+    assert half["ml_correction"] == pytest.approx(0.5 * terms["ml_correction"], abs=1e-6)
 
 
 @pytest.mark.parametrize("fixture", ["electrostatic", "polarizable"])

@@ -86,3 +86,102 @@ def test_unsupported_choices_are_refused(toluene_water):
         region_mm_forces(toluene_water.system, region, "exact")
     with pytest.raises(InputError, match="LJPME"):
         region_mm_forces(with_method(toluene_water.system, openmm.NonbondedForce.LJPME), region, "pairs")
+
+
+def bonded_test_system():
+    """Six particles in a periodic box with one term of each bonded kind inside atoms 0-3 and
+    one term of each kind reaching atom 4 or 5 (outside the region), OpenMM's standard forces."""
+    system = openmm.System()
+    for _ in range(6):
+        system.addParticle(12.0)
+    system.setDefaultPeriodicBoxVectors(openmm.Vec3(3, 0, 0), openmm.Vec3(0, 3, 0), openmm.Vec3(0, 0, 3))
+    bonds = openmm.HarmonicBondForce()
+    bonds.addBond(0, 1, 0.15, 3.0e5)
+    bonds.addBond(1, 4, 0.11, 2.5e5)
+    angles = openmm.HarmonicAngleForce()
+    angles.addAngle(0, 1, 2, 1.9, 400.0)
+    angles.addAngle(1, 2, 5, 2.0, 300.0)
+    torsions = openmm.PeriodicTorsionForce()
+    torsions.addTorsion(0, 1, 2, 3, 3, 0.4, 2.1)
+    torsions.addTorsion(0, 1, 2, 3, 1, 3.1, 0.7)
+    torsions.addTorsion(1, 2, 3, 4, 2, 0.0, 5.0)
+    rb = openmm.RBTorsionForce()
+    rb.addTorsion(0, 1, 2, 3, 1.2, -0.8, 2.3, 0.4, -1.1, 0.6)
+    rb.addTorsion(2, 3, 4, 5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    for force in (bonds, angles, torsions, rb):
+        system.addForce(force)
+    positions = np.random.default_rng(4).normal(scale=0.12, size=(6, 3)) + np.arange(6)[:, None] * 0.1
+    return system, positions
+
+
+TERM_KINDS = {openmm.HarmonicBondForce: ("Bond", 2), openmm.HarmonicAngleForce: ("Angle", 3),
+              openmm.PeriodicTorsionForce: ("Torsion", 4), openmm.RBTorsionForce: ("Torsion", 4)}
+
+
+def particles_like(system):
+    """An empty System with the particles and box of ``system``."""
+    empty = openmm.System()
+    for index in range(system.getNumParticles()):
+        empty.addParticle(system.getParticleMass(index))
+    empty.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    return empty
+
+
+def standard_inside_terms(system, region):
+    """OpenMM's standard forces of ``system`` with only the terms inside ``region``: the reference."""
+    inside = set(int(i) for i in region)
+    reference = particles_like(system)
+    for force in system.getForces():
+        kind, n_atoms = TERM_KINDS[type(force)]
+        restricted = type(force)()
+        for index in range(getattr(force, f"getNum{kind}s")()):
+            parameters = getattr(force, f"get{kind}Parameters")(index)
+            if set(parameters[:n_atoms]) <= inside:
+                getattr(restricted, f"add{kind}")(*parameters)
+        reference.addForce(restricted)
+    return reference
+
+
+def energy_forces_derivatives(system, positions, **parameters):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    for name, value in parameters.items():
+        context.setParameter(name, value)
+    state = context.getState(getEnergy=True, getForces=True, getParameterDerivatives=bool(parameters))
+    derivatives = dict(state.getEnergyParameterDerivatives()) if parameters else {}
+    return (state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer), derivatives)
+
+
+def test_bonded_terms_inside_the_region_equal_openmm_standard_forces():
+    """Bonds, angles, periodic and Ryckaert-Bellemans torsions: energy and forces as OpenMM computes them."""
+    system, positions = bonded_test_system()
+    region = np.arange(4)
+    forces = region_mm_forces(system, region)
+    assert set(forces) == {"mm_bonds", "mm_angles", "mm_torsions", "mm_rb_torsions"}
+    assert [forces["mm_bonds"].getNumBonds(), forces["mm_angles"].getNumAngles(),
+            forces["mm_torsions"].getNumTorsions(), forces["mm_rb_torsions"].getNumTorsions()] == [1, 1, 2, 1]
+    alone = particles_like(system)
+    for force in forces.values():
+        alone.addForce(force)
+    e_ref, f_ref, _ = energy_forces_derivatives(standard_inside_terms(system, region), positions)
+    e, f, _ = energy_forces_derivatives(alone, positions)
+    assert abs(e_ref) > 1.0
+    assert e == pytest.approx(e_ref, rel=1e-10, abs=1e-9)
+    np.testing.assert_allclose(f, f_ref, rtol=1e-9, atol=1e-7)
+
+
+@pytest.mark.parametrize("nonbonded", ["pairs", "box"])
+def test_lambda_scaled_forces_subtract_lambda_times_the_region_energy(toluene_water, nonbonded):
+    """With lambda_parameter: energy -lambda * E_MM(region), forces likewise, dU/dlambda = -E_MM(region)."""
+    region = resolve_region(toluene_water, "ligand")
+    e_region, f_region = region_energy_and_forces(toluene_water.system, toluene_water.positions, region, nonbonded)
+    scaled = particles_like(toluene_water.system)
+    for force in region_mm_forces(toluene_water.system, region, nonbonded, lambda_parameter="lam",
+                                  lambda_value=0.25).values():
+        scaled.addForce(force)
+    for lam in (0.0, 0.3, 1.0):
+        e, f, derivatives = energy_forces_derivatives(scaled, toluene_water.positions, lam=lam)
+        assert e == pytest.approx(-lam * e_region, abs=1e-6)
+        np.testing.assert_allclose(f, -lam * f_region, atol=1e-5)
+        assert derivatives["lam"] == pytest.approx(-e_region, abs=1e-6)

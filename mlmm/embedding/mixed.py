@@ -1,22 +1,23 @@
 """Create an ML/MM System from a MolecularSystem: the public entry point of the embedding.
 
 ``create_mixed_system`` leaves the complete MM force field in place (force group
-:data:`~mlmm.forcegroups.MM_FAST`) and adds one ``CustomCVForce`` in group
-:data:`~mlmm.forcegroups.ML_SLOW` with energy::
+:data:`~mlmm.forcegroups.MM_FAST`) and adds forces in group :data:`~mlmm.forcegroups.ML_SLOW`
+with the summed energy::
 
     lambda_ml * (ml - mm_region)
 
-- ``ml``: a TorchForce evaluating the ML model on the region (made whole under periodic
+- ``ml``: a TorchForce (named :data:`ML_FORCE_NAME`) evaluating the ML model on the region (made whole under periodic
   boundaries); with electrostatic embedding it also holds the coupling of the ML charges to
   the MM charges (:mod:`mlmm.embedding.electrostatic`); a region that cuts covalent bonds is
   capped with link hydrogens when ``link_atoms=True`` (:mod:`mlmm.embedding.link_atoms`);
 - ``mm_region``: the MM energy of the region alone, bonded and nonbonded
   (:mod:`mlmm.embedding.mm_region`; its nonbonded part over the region's atom pairs, or
-  exactly with the region's periodic images when ``mm_region="box"``), one collective
-  variable per force kind.
+  exactly with the region's periodic images when ``mm_region="box"``), one force per kind of
+  term (named :data:`MM_REGION_FORCE_NAME`), each scaled by ``-lambda_ml`` in its own
+  expression.
 
 So ``lambda_ml = 1`` gives ``V_MM(all) - V_MM(region) + V_ML(region) [+ coupling]`` and
-``lambda_ml = 0`` gives pure MM; the force declares ``addEnergyParameterDerivative`` so OpenMM
+``lambda_ml = 0`` gives pure MM; every one of these forces declares ``addEnergyParameterDerivative`` so OpenMM
 reports dU/dlambda = ``ml - mm_region``. The same split is the difference splitting of
 multiple-time-step integration: MM every inner step, the ML correction every k steps.
 """
@@ -67,6 +68,7 @@ class MixedSystem:
     region_model: torch.jit.ScriptModule | None = None
     reports_std: bool = False  # the region model returns "energy_std" (an ensemble)
     link_atoms: LinkAtoms | None = None  # hydrogen caps of the bonds the region cuts
+    _region_context: openmm.Context | None = field(default=None, init=False, repr=False, compare=False)
 
     def energy_terms(self, context: openmm.Context) -> dict[str, float]:
         """Energies (kJ/mol) of the current state: ``mm``, ``ml``, ``mm_region``, ``ml_correction``.
@@ -79,10 +81,7 @@ class MixedSystem:
         """
         slow = forcegroups.group_mask(forcegroups.ML_SLOW)
         state = context.getState(getEnergy=True, getParameterDerivatives=True, groups=slow)
-        mm_region = 0.0
-        for force in self.system.getForces():
-            if isinstance(force, openmm.CustomCVForce) and force.getName() == MM_REGION_FORCE_NAME:
-                mm_region = float(sum(force.getCollectiveVariableValues(context)))
+        mm_region = self.mm_region_energy(context)
         terms = {
             "mm": _group_energy(context, forcegroups.MM_FAST),
             "ml": state.getEnergyParameterDerivatives()[LAMBDA_ML] + mm_region,
@@ -92,6 +91,32 @@ class MixedSystem:
         if self.reports_std and self.region_model is not None:
             terms["ml_std"] = self.ml_std(context)
         return terms
+
+    def mm_region_energy(self, context: openmm.Context) -> float:
+        """E_MM(region) (kJ/mol) at the context's positions and box.
+
+        Evaluated by copies of the System's :data:`MM_REGION_FORCE_NAME` forces at lambda_ml = 1
+        (energy ``-E_MM(region)``) in a Context of their own on the context's platform, built
+        on the first call; the slow group sums them with the ML force, so its energy alone
+        cannot separate them. One evaluation costs a copy of the positions, not a model call.
+        """
+        if self._region_context is None:
+            region_system = openmm.System()
+            for index in range(self.system.getNumParticles()):
+                region_system.addParticle(self.system.getParticleMass(index))
+            region_system.setDefaultPeriodicBoxVectors(*self.system.getDefaultPeriodicBoxVectors())
+            for force in self.system.getForces():
+                if force.getName() == MM_REGION_FORCE_NAME:
+                    region_system.addForce(copy.deepcopy(force))
+            if region_system.getNumForces() == 0:
+                return 0.0
+            self._region_context = openmm.Context(region_system, openmm.VerletIntegrator(0.001), context.getPlatform())
+            self._region_context.setParameter(LAMBDA_ML, 1.0)
+        state = context.getState(getPositions=True)
+        self._region_context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+        self._region_context.setPositions(state.getPositions())
+        energy = self._region_context.getState(getEnergy=True).getPotentialEnergy()
+        return -energy.value_in_unit(u.kilojoule_per_mole)
 
     def ml_std(self, context: openmm.Context) -> float:
         """Ensemble spread (kJ/mol) of the ML energy of the region at the context's positions."""
@@ -228,27 +253,22 @@ def create_mixed_system(
 
 
 def _correction_forces(system, module, indices, periodic, lambda_value, mm_region) -> list[openmm.Force]:
-    """The slow-group forces: lambda * ML (a TorchForce) and -lambda * MM(region) (a CustomCVForce).
+    """The slow-group forces: lambda * ML (a TorchForce) and -lambda * MM(region), one force per kind of term.
 
-    Both declare the global parameter and its energy derivative; OpenMM sums their
-    derivatives, so dU/dlambda = ML - MM(region). The TorchForce stays outside the
-    CustomCVForce because a CustomCVForce copies its variables through XML, and deserializing
-    a TorchForce crashes openmm-torch 1.5.
+    All declare the global parameter and its energy derivative; OpenMM sums their
+    derivatives, so dU/dlambda = ML - MM(region). The region's MM terms carry the factor in
+    their own expressions rather than as variables of a ``CustomCVForce``, whose inner
+    Context would copy every particle's positions on each slow step.
     """
     ml_force = create_torch_force(lambda_scaled(module, periodic), periodic=periodic)
     ml_force.setName(ML_FORCE_NAME)
     ml_force.addGlobalParameter(LAMBDA_ML, float(lambda_value))
     ml_force.addEnergyParameterDerivative(LAMBDA_ML)
-    forces = [ml_force]
-    mm_forces = region_mm_forces(system, indices, mm_region)
-    if mm_forces:
-        mm_region = openmm.CustomCVForce(f"-{LAMBDA_ML}*({' + '.join(mm_forces)})")
-        mm_region.setName(MM_REGION_FORCE_NAME)
-        mm_region.addGlobalParameter(LAMBDA_ML, float(lambda_value))
-        mm_region.addEnergyParameterDerivative(LAMBDA_ML)
-        for name, mm_force in mm_forces.items():
-            mm_region.addCollectiveVariable(name, mm_force)
-        forces.append(mm_region)
+    region_forces = region_mm_forces(system, indices, mm_region, lambda_parameter=LAMBDA_ML,
+                                     lambda_value=float(lambda_value)).values()
+    for force in region_forces:
+        force.setName(MM_REGION_FORCE_NAME)
+    forces = [ml_force, *region_forces]
     for force in forces:
         force.setForceGroup(forcegroups.ML_SLOW)
     return forces

@@ -22,8 +22,14 @@ ways to compute the nonbonded part (``nonbonded=``):
   the whole box (133 of 157 CPU ms of the slow group on the 31,800-atom T4L system).
 
 :func:`region_mm_forces` builds new force objects holding only those terms; the originals in
-the System are not modified. The forces span all particles so they can be collective
-variables of a ``CustomCVForce`` over the full system. The homogeneous long-range dispersion
+the System are not modified. The bonded terms become ``CustomBondForce``, ``CustomAngleForce``
+and ``CustomTorsionForce`` objects with OpenMM's functional forms, so that every term can
+carry a factor in its expression: with ``lambda_parameter`` the forces compute
+``-lambda * E_MM(region)`` directly, declare the global parameter and its energy derivative,
+and sit in the System beside the ML force without a ``CustomCVForce`` (whose inner Context
+copies every particle's positions on each evaluation). The ``"box"`` NonbondedForce, whose
+energy is not linear in any of its parameters, is scaled as the variable of a
+``CustomCVForce``. The forces span all particles. The homogeneous long-range dispersion
 correction is a property of the whole box and is not part of the region's energy.
 """
 
@@ -40,44 +46,58 @@ from ..units import COULOMB_CONSTANT
 NONBONDED_METHODS = ("pairs", "box")
 _KJ = u.kilojoule_per_mole
 
-# Bonded force types whose terms can be restricted to the region, with their CV names.
-_BONDED_CV_NAMES = {
-    openmm.HarmonicBondForce: "mm_bonds",
-    openmm.HarmonicAngleForce: "mm_angles",
-    openmm.PeriodicTorsionForce: "mm_torsions",
-    openmm.RBTorsionForce: "mm_rb_torsions",
+# Bonded force types whose terms can be restricted to the region: name, kind of term (OpenMM's
+# method names: getNumBonds, addPerBondParameter, ...), OpenMM's energy expression (kJ/mol) and
+# its per-term parameters in the order the force's getter returns them after the atoms.
+_BONDED = {
+    openmm.HarmonicBondForce: ("mm_bonds", "Bond", "0.5*k*(r-r0)^2", ("r0", "k")),
+    openmm.HarmonicAngleForce: ("mm_angles", "Angle", "0.5*k*(theta-theta0)^2", ("theta0", "k")),
+    openmm.PeriodicTorsionForce: ("mm_torsions", "Torsion", "k*(1+cos(n*theta-phase))", ("n", "phase", "k")),
+    # Ryckaert-Bellemans: psi = theta - 180 degrees, so cos(psi) = -cos(theta)
+    openmm.RBTorsionForce: ("mm_rb_torsions", "Torsion", "c0+c1*c+c2*c^2+c3*c^3+c4*c^4+c5*c^5; c=-cos(theta)",
+                            ("c0", "c1", "c2", "c3", "c4", "c5")),
 }
+_CUSTOM_TYPES = {"Bond": openmm.CustomBondForce, "Angle": openmm.CustomAngleForce, "Torsion": openmm.CustomTorsionForce}
+_ATOMS_PER_TERM = {"Bond": 2, "Angle": 3, "Torsion": 4}
 # Forces that carry no interaction between region atoms (external potentials, barostats).
 _IGNORED_TYPES = (openmm.CMMotionRemover, openmm.MonteCarloBarostat, openmm.MonteCarloAnisotropicBarostat,
                   openmm.MonteCarloMembraneBarostat, openmm.MonteCarloFlexibleBarostat,
                   openmm.CustomExternalForce)
 
 
-def region_mm_forces(system: openmm.System, region: np.ndarray, nonbonded: str = "pairs") -> dict[str, openmm.Force]:
-    """Forces whose summed energy is the MM energy of ``region`` alone.
+def region_mm_forces(system: openmm.System, region: np.ndarray, nonbonded: str = "pairs",
+                     lambda_parameter: str | None = None, lambda_value: float = 1.0) -> dict[str, openmm.Force]:
+    """Forces whose summed energy is the MM energy of ``region`` alone (kJ/mol).
 
-    Returns a dict from a collective-variable name (``mm_bonds``, ``mm_angles``,
-    ``mm_torsions``, ``mm_rb_torsions``, ``mm_nonbonded``) to a new force; kinds with no term
-    inside the region are omitted. ``nonbonded`` is ``"pairs"`` or ``"box"`` (module
-    docstring). Raises :class:`InputError` for a force type whose intra-region energy mlmm
-    cannot separate (for example a ``CustomNonbondedForce``).
+    Returns a dict from a name (``mm_bonds``, ``mm_angles``, ``mm_torsions``,
+    ``mm_rb_torsions``, ``mm_nonbonded``) to a new force; kinds with no term inside the region
+    are omitted. ``nonbonded`` is ``"pairs"`` or ``"box"`` (module docstring). With
+    ``lambda_parameter`` each force's energy is ``-lambda * E`` instead of ``E``, and each
+    declares that global parameter (default ``lambda_value``) and its energy derivative, so
+    their derivatives sum to ``-E_MM(region)``. Raises :class:`InputError` for a force type
+    whose intra-region energy mlmm cannot separate (for example a ``CustomNonbondedForce``).
     """
     if nonbonded not in NONBONDED_METHODS:
         raise InputError(f"unknown mm_region {nonbonded!r}; choose one of {', '.join(NONBONDED_METHODS)}.")
     inside = np.zeros(system.getNumParticles(), dtype=bool)
     inside[np.asarray(region)] = True
+    factor = f"-{lambda_parameter}*" if lambda_parameter else ""
     forces: dict[str, openmm.Force] = {}
     for force in system.getForces():
         if isinstance(force, _IGNORED_TYPES):
             continue
-        if type(force) in _BONDED_CV_NAMES:
-            copy = _restrict_bonded(force, inside)
+        if type(force) in _BONDED:
+            copy = _restrict_bonded(force, inside, factor)
             if copy is not None:
-                forces[_BONDED_CV_NAMES[type(force)]] = copy
+                forces[_BONDED[type(force)][0]] = copy
         elif isinstance(force, openmm.NonbondedForce):
             _check_plain_nonbonded(force)
-            restrict = _region_pairs if nonbonded == "pairs" else _restrict_nonbonded
-            copy = restrict(force, inside)
+            if nonbonded == "pairs":
+                copy = _region_pairs(force, inside, factor)
+            else:
+                copy = _restrict_nonbonded(force, inside)
+                if lambda_parameter:
+                    copy = _scaled_variable(copy, "mm_nonbonded", factor)
             if copy is not None:
                 forces["mm_nonbonded"] = copy
         elif isinstance(force, openmm.CMAPTorsionForce):
@@ -91,35 +111,45 @@ def region_mm_forces(system: openmm.System, region: np.ndarray, nonbonded: str =
                 f"the MM System holds a {force.__class__.__name__}, whose energy inside the ML region mlmm cannot "
                 "separate; build the system with standard OpenMM forces (mlmm build does)."
             )
+    if lambda_parameter:
+        for force in forces.values():
+            force.addGlobalParameter(lambda_parameter, float(lambda_value))
+            force.addEnergyParameterDerivative(lambda_parameter)
     return forces
 
 
-def _restrict_bonded(force: openmm.Force, inside: np.ndarray) -> openmm.Force | None:
-    """A new force of the same type with only the terms whose atoms all lie in the region."""
-    copy = type(force)()
+def _with_factor(factor: str, expression: str) -> str:
+    """``factor*(energy)`` for an expression whose definitions follow the first ``;``."""
+    energy, _, definitions = expression.partition(";")
+    return f"{factor}({energy})" + (f";{definitions}" if definitions else "") if factor else expression
+
+
+def _restrict_bonded(force: openmm.Force, inside: np.ndarray, factor: str) -> openmm.Force | None:
+    """A Custom force with the terms of ``force`` whose atoms all lie in the region, times ``factor``."""
+    _, kind, expression, names = _BONDED[type(force)]
+    copy = _CUSTOM_TYPES[kind](_with_factor(factor, expression))
+    for name in names:
+        getattr(copy, f"addPer{kind}Parameter")(name)
     copy.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
-    if isinstance(force, openmm.HarmonicBondForce):
-        terms, get, add = force.getNumBonds(), force.getBondParameters, copy.addBond
-        n_atoms = 2
-    elif isinstance(force, openmm.HarmonicAngleForce):
-        terms, get, add = force.getNumAngles(), force.getAngleParameters, copy.addAngle
-        n_atoms = 3
-    else:
-        terms, get, add = force.getNumTorsions(), force.getTorsionParameters, copy.addTorsion
-        n_atoms = 4
-    for index in range(terms):
-        parameters = get(index)
+    n_atoms = _ATOMS_PER_TERM[kind]
+    for index in range(getattr(force, f"getNum{kind}s")()):
+        parameters = getattr(force, f"get{kind}Parameters")(index)
         atoms = parameters[:n_atoms]
         if all(inside[a] for a in atoms):
-            add(*parameters)
-    return copy if _num_terms(copy) else None
+            getattr(copy, f"add{kind}")(*atoms, [_md_value(p) for p in parameters[n_atoms:]])
+    return copy if getattr(copy, f"getNum{kind}s")() else None
 
 
-def _num_terms(force: openmm.Force) -> int:
-    for getter in ("getNumBonds", "getNumAngles", "getNumTorsions"):
-        if hasattr(force, getter):
-            return getattr(force, getter)()
-    return 0
+def _md_value(value) -> float:
+    """A parameter in OpenMM's default units (nm, kJ/mol, radians) as a plain number."""
+    return float(value.value_in_unit_system(u.md_unit_system) if u.is_quantity(value) else value)
+
+
+def _scaled_variable(force: openmm.Force, name: str, factor: str) -> openmm.CustomCVForce:
+    """``factor * force`` as a CustomCVForce with ``force`` as its one variable."""
+    scaled = openmm.CustomCVForce(f"{factor}{name}")
+    scaled.addCollectiveVariable(name, force)
+    return scaled
 
 
 def _cmap_atoms(force: openmm.CMAPTorsionForce, index: int) -> set[int]:
@@ -157,10 +187,10 @@ def _restrict_nonbonded(force: openmm.NonbondedForce, inside: np.ndarray) -> ope
     return copy
 
 
-def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray) -> openmm.CustomBondForce | None:
-    """The region's intra-region nonbonded energy as a CustomBondForce over its atom pairs (None: no pairs).
+def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray, factor: str) -> openmm.CustomBondForce | None:
+    """The region's intra-region nonbonded energy times ``factor``, as a CustomBondForce over its atom pairs.
 
-    Per-pair parameters: ``qq`` (e^2), ``sig`` (nm), ``eps`` (kJ/mol) and ``normal`` (1 for a
+    None when the region has no pairs with an interaction. Per-pair parameters: ``qq`` (e^2), ``sig`` (nm), ``eps`` (kJ/mol) and ``normal`` (1 for a
     normal pair, which gets the cutoff, switch and reaction field; 0 for a 1-4 exception,
     which NonbondedForce computes as plain Coulomb and LJ without cutoff).
     """
@@ -183,7 +213,7 @@ def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray) -> openmm.Cu
             rs = force.getSwitchingDistance().value_in_unit(u.nanometer)
             lj = f"(1-normal*(10*x^3-15*x^4+6*x^5))*{lj}"
             definitions = f"; x=min(1,max(0,(r-{rs})/({rc}-{rs})))"
-    pairs = openmm.CustomBondForce(f"{coulomb} + {lj}{definitions}")
+    pairs = openmm.CustomBondForce(_with_factor(factor, f"{coulomb} + {lj}{definitions}"))
     for name in ("qq", "sig", "eps", "normal"):
         pairs.addPerBondParameter(name)
     pairs.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
