@@ -120,8 +120,10 @@ def region_mm_forces(system: openmm.System, region: np.ndarray, nonbonded: str =
 
 def _with_factor(factor: str, expression: str) -> str:
     """``factor*(energy)`` for an expression whose definitions follow the first ``;``."""
-    energy, _, definitions = expression.partition(";")
-    return f"{factor}({energy})" + (f";{definitions}" if definitions else "") if factor else expression
+    if not factor:
+        return expression
+    energy, separator, definitions = expression.partition(";")
+    return f"{factor}({energy}){separator}{definitions}"
 
 
 def _restrict_bonded(force: openmm.Force, inside: np.ndarray, factor: str) -> openmm.Force | None:
