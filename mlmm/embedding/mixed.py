@@ -6,10 +6,11 @@ with the summed energy::
 
     lambda_ml * (ml - mm_region)
 
-- ``ml``: a TorchForce (named :data:`ML_FORCE_NAME`) evaluating the ML model on the region (made whole under periodic
-  boundaries); with electrostatic embedding it also holds the coupling of the ML charges to
-  the MM charges (:mod:`mlmm.embedding.electrostatic`); a region that cuts covalent bonds is
-  capped with link hydrogens when ``link_atoms=True`` (:mod:`mlmm.embedding.link_atoms`);
+- ``ml``: a TorchForce (named :data:`ML_FORCE_NAME`) evaluating the ML model on the region
+  (made whole under periodic boundaries); with electrostatic embedding it also holds the
+  coupling of the ML charges to the MM charges (:mod:`mlmm.embedding.electrostatic`); a
+  region that cuts covalent bonds is capped with link hydrogens when ``link_atoms=True``
+  (:mod:`mlmm.embedding.link_atoms`);
 - ``mm_region``: the MM energy of the region alone, bonded and nonbonded
   (:mod:`mlmm.embedding.mm_region`; its nonbonded part over the region's atom pairs, or
   exactly with the region's periodic images when ``mm_region="box"``), one force per kind of
@@ -17,9 +18,10 @@ with the summed energy::
   expression.
 
 So ``lambda_ml = 1`` gives ``V_MM(all) - V_MM(region) + V_ML(region) [+ coupling]`` and
-``lambda_ml = 0`` gives pure MM; every one of these forces declares ``addEnergyParameterDerivative`` so OpenMM
-reports dU/dlambda = ``ml - mm_region``. The same split is the difference splitting of
-multiple-time-step integration: MM every inner step, the ML correction every k steps.
+``lambda_ml = 0`` gives pure MM; every one of these forces declares
+``addEnergyParameterDerivative`` so OpenMM reports dU/dlambda = ``ml - mm_region``. The same
+split is the difference splitting of multiple-time-step integration: MM every inner step, the
+ML correction every k steps.
 """
 
 from __future__ import annotations

@@ -192,9 +192,10 @@ def _restrict_nonbonded(force: openmm.NonbondedForce, inside: np.ndarray) -> ope
 def _region_pairs(force: openmm.NonbondedForce, inside: np.ndarray, factor: str) -> openmm.CustomBondForce | None:
     """The region's intra-region nonbonded energy times ``factor``, as a CustomBondForce over its atom pairs.
 
-    None when the region has no pairs with an interaction. Per-pair parameters: ``qq`` (e^2), ``sig`` (nm), ``eps`` (kJ/mol) and ``normal`` (1 for a
-    normal pair, which gets the cutoff, switch and reaction field; 0 for a 1-4 exception,
-    which NonbondedForce computes as plain Coulomb and LJ without cutoff).
+    None when the region has no pairs with an interaction. Per-pair parameters: ``qq`` (e^2),
+    ``sig`` (nm), ``eps`` (kJ/mol) and ``normal`` (1 for a normal pair, which gets the cutoff,
+    switch and reaction field; 0 for a 1-4 exception, which NonbondedForce computes as plain
+    Coulomb and LJ without cutoff).
     """
     method = force.getNonbondedMethod()
     if method == openmm.NonbondedForce.LJPME:
