@@ -8,8 +8,8 @@ atoms (``setOutputsForces(True)``, as mlmm's ML force does), and the same module
 Python on an (N, 3) float64 tensor, as openmm-torch's kernel passes the positions. It prints
 the median wall ms per energy evaluation (``getState(getEnergy=True)``) of each, timed in
 interleaved rounds after one warm-up round on the CPU platform with one PyTorch thread. The
-difference between the TorchForce and the empty System, less the module's own time, is what OpenMM and openmm-torch
-spend around the module call; it grows with N, not with the ML region.
+difference between the TorchForce and the empty System, less the module's own time, is what
+OpenMM and openmm-torch spend around the module call; it grows with N, not with the ML region.
 """
 
 from __future__ import annotations
