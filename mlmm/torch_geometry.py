@@ -34,6 +34,18 @@ def minimum_image(delta: Tensor, box: Tensor) -> Tensor:
     return delta
 
 
+def box_widths(box: Tensor) -> Tensor:
+    """Distances (3,) nm between opposite faces of the periodic cell with box vectors ``box`` (rows).
+
+    Width i is the cell volume over the area of the face spanned by the two other vectors; a
+    displacement shorter than half the smallest width has a unique nearest image.
+    """
+    volume = torch.abs(torch.linalg.det(box))
+    faces = torch.stack([torch.linalg.cross(box[1], box[2]), torch.linalg.cross(box[2], box[0]),
+                         torch.linalg.cross(box[0], box[1])])
+    return volume / torch.linalg.vector_norm(faces, dim=1)
+
+
 def make_whole(positions: Tensor, box: Tensor, anchor: int = 0) -> Tensor:
     """Return ``positions`` (n, 3) nm with every atom moved to its image nearest the anchor.
 

@@ -15,6 +15,7 @@ import torch
 
 from embedding_reference import (
     coupling_energy_numpy,
+    minimum_image_numpy,
     nve_total_energy_std_and_drift,
     polarization_energy_numpy,
     potential_energy,
@@ -22,7 +23,12 @@ from embedding_reference import (
 )
 from mlmm import InputError, forcegroups
 from mlmm.embedding import LAMBDA_ML
-from mlmm.embedding.electrostatic import FIELD_SWITCH_WIDTH, THOLE_DAMPING, polarizabilities_nm3
+from mlmm.embedding.electrostatic import (
+    FIELD_SWITCH_WIDTH,
+    THOLE_DAMPING,
+    ElectrostaticEmbedding,
+    polarizabilities_nm3,
+)
 from mlmm.embedding.mixed import create_mixed_system
 from mlmm.potentials import load_plugin
 from mlmm.regions import resolve_region
@@ -160,6 +166,50 @@ def test_electrostatic_coupling_matches_numpy(fixture, request, mechanical, tolu
     assert e_embedded - e_mechanical == pytest.approx(expected, abs=2e-3)
     # A plausible size for toluene in water: small (its ML and MM charges are close), not hundreds.
     assert 1e-4 < abs(expected) < 50.0
+
+
+@pytest.fixture(scope="module")
+def t4l_polarizable(t4l_toluene):
+    return create_mixed_system(t4l_toluene, "aimnet2", "ligand", "polarizable")
+
+
+def test_protein_environment_coupling_matches_numpy_over_all_atoms(t4l_polarizable, t4l_toluene):
+    """T4L-toluene (31,785 environment atoms): the module narrows the environment on the CPU to
+    the atoms in reach of the region; the energy must still equal the NumPy sum over every
+    atom, and the narrowed set must hold every atom within the cutoff of a region atom."""
+    from embedding_reference import minimum_image_numpy
+
+    system = t4l_toluene
+    positions, box = system.positions, system.box_vectors
+    region = t4l_polarizable.region
+    environment = np.setdiff1d(np.arange(system.n_atoms), region)
+    nonbonded = next(f for f in system.system.getForces() if isinstance(f, openmm.NonbondedForce))
+    charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+                        for i in range(system.n_atoms)])
+    cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer)
+
+    model = load_plugin("aimnet2").create_model(system.atomic_numbers[region].tolist(), system.total_charge(region))
+    embedding = torch.jit.script(ElectrostaticEmbedding(model, region, environment, charges[environment],
+                                                        charges[region], cutoff, True))
+    xyz, box_t = torch.tensor(positions), torch.tensor(box)
+    kept, _ = embedding.environment_in_reach(xyz, xyz[torch.as_tensor(region)], box_t)
+    kept = set(kept.tolist())
+    distances = np.stack([np.linalg.norm(minimum_image_numpy(positions[environment] - positions[i], box), axis=1)
+                          for i in region])
+    within = set(environment[(distances < cutoff).any(axis=0)].tolist())
+    assert within <= kept
+    assert len(kept) < 0.1 * len(environment)  # 2.4 %: the narrowing is what makes it cheap
+
+    _, ml_charges = direct_ml(system, region, positions)
+    alpha = polarizabilities_nm3(system.atomic_numbers[region])
+    expected = coupling_energy_numpy(positions[region], ml_charges, charges[region], positions[environment],
+                                     charges[environment], cutoff, box)
+    expected += polarization_energy_numpy(positions[region], alpha, positions[environment], charges[environment],
+                                          cutoff, FIELD_SWITCH_WIDTH, THOLE_DAMPING, box)
+    mechanical_t4l = create_mixed_system(system, "aimnet2", "ligand", "mechanical")
+    e_embedded = group_energy(make_context(t4l_polarizable.system, positions), forcegroups.ML_SLOW)
+    e_mechanical = group_energy(make_context(mechanical_t4l.system, positions), forcegroups.ML_SLOW)
+    assert e_embedded - e_mechanical == pytest.approx(expected, abs=2e-3)
 
 
 def test_electrostatic_forces_are_minus_energy_gradient(polarizable, mechanical, toluene_water):

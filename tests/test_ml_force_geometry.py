@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlmm.torch_geometry import central_atom, make_whole, minimum_image
+from mlmm.torch_geometry import box_widths, central_atom, make_whole, minimum_image
 
 
 def reduced_boxes(count, seed=0):
@@ -41,6 +41,19 @@ def test_minimum_image_matches_brute_force_search(box):
     result = minimum_image(torch.tensor(disguised), torch.tensor(box)).numpy()
     np.testing.assert_allclose(result, short, atol=1e-12)
     np.testing.assert_allclose(result, brute_force_minimum_image(disguised, box), atol=1e-12)
+
+
+@pytest.mark.parametrize("box", reduced_boxes(4, seed=2), ids=lambda b: f"box{b[1, 0]:+.2f}{b[2, 0]:+.2f}{b[2, 1]:+.2f}")
+def test_box_widths_are_the_distances_between_opposite_faces(box):
+    """Width i: the distance from the origin to the plane through vector i parallel to the other two."""
+    expected = []
+    for i in range(3):
+        j, k = [m for m in range(3) if m != i]
+        normal = np.cross(box[j], box[k])
+        expected.append(abs(box[i] @ normal) / np.linalg.norm(normal))
+    assert box_widths(torch.tensor(box)).numpy() == pytest.approx(expected, rel=1e-12)
+    if np.count_nonzero(box - np.diag(np.diag(box))) == 0:
+        assert box_widths(torch.tensor(box)).numpy() == pytest.approx(np.diag(box), rel=1e-12)
 
 
 def test_minimum_image_works_in_float32_and_keeps_dtype():
