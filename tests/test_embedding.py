@@ -7,6 +7,8 @@ energy, NumPy for the electrostatic coupling, finite differences for forces and 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import openmm
 import openmm.unit as u
@@ -168,6 +170,14 @@ def test_electrostatic_coupling_matches_numpy(fixture, request, mechanical, tolu
     assert 1e-4 < abs(expected) < 50.0
 
 
+class EveryPairEmbedding(ElectrostaticEmbedding):
+    """The embedding without narrowing: every region-environment pair, as on a GPU."""
+
+    def environment_in_reach(self, positions: torch.Tensor, region_positions: torch.Tensor,
+                             box: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.environment, self.environment_charges
+
+
 @pytest.fixture(scope="module")
 def t4l_polarizable(t4l_toluene):
     return create_mixed_system(t4l_toluene, "aimnet2", "ligand", "polarizable")
@@ -175,10 +185,9 @@ def t4l_polarizable(t4l_toluene):
 
 def test_protein_environment_coupling_matches_numpy_over_all_atoms(t4l_polarizable, t4l_toluene):
     """T4L-toluene (31,785 environment atoms): the module narrows the environment on the CPU to
-    the atoms in reach of the region; the energy must still equal the NumPy sum over every
-    atom, and the narrowed set must hold every atom within the cutoff of a region atom."""
-    from embedding_reference import minimum_image_numpy
-
+    the atoms in reach of the region; energy and forces must equal those over every pair, the
+    energy the NumPy sum over every atom, and the narrowed set must hold every atom within the
+    cutoff of a region atom."""
     system = t4l_toluene
     positions, box = system.positions, system.box_vectors
     region = t4l_polarizable.region
@@ -189,9 +198,16 @@ def test_protein_environment_coupling_matches_numpy_over_all_atoms(t4l_polarizab
     cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer)
 
     model = load_plugin("aimnet2").create_model(system.atomic_numbers[region].tolist(), system.total_charge(region))
-    embedding = torch.jit.script(ElectrostaticEmbedding(model, region, environment, charges[environment],
-                                                        charges[region], cutoff, True))
+    arguments = (model, region, environment, charges[environment], charges[region], cutoff, True,
+                 polarizabilities_nm3(system.atomic_numbers[region]))
+    embedding = torch.jit.script(ElectrostaticEmbedding(*arguments))
+    every_pair = torch.jit.script(EveryPairEmbedding(*arguments))
     xyz, box_t = torch.tensor(positions), torch.tensor(box)
+    (energy, forces), (energy_all, forces_all) = embedding(xyz, box_t), every_pair(xyz, box_t)
+    assert float(energy.detach()) == pytest.approx(float(energy_all.detach()), abs=1e-9)
+    assert torch.allclose(forces, forces_all, rtol=0.0, atol=1e-9)
+    assert torch.count_nonzero(forces_all.abs().sum(dim=1)) < 0.1 * system.n_atoms  # atoms out of reach feel nothing
+
     kept, _ = embedding.environment_in_reach(xyz, xyz[torch.as_tensor(region)], box_t)
     kept = set(kept.tolist())
     distances = np.stack([np.linalg.norm(minimum_image_numpy(positions[environment] - positions[i], box), axis=1)
