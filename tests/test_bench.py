@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import openmm
@@ -15,7 +16,7 @@ import torch
 
 from mlmm import InputError, MolecularSystem, SimulationError
 from mlmm.bench import DEFAULT_MTS_FACTOR, BenchmarkSettings, compare_forces, create_host_copy_system, ns_per_day
-from mlmm.bench.harness import ROWS, benchmark_system
+from mlmm.bench.harness import ROWS, _mixed_system, benchmark_system
 from mlmm.cli import main
 from mlmm.embedding import LAMBDA_ML
 from mlmm.embedding.mixed import create_mixed_system
@@ -132,9 +133,13 @@ def test_ns_per_day():
     ({"steps": 0}, "steps = 0"), ({"repeats": 2.5}, "repeats = 2.5"), ({"rows": ("mm", "fast")}, "rows"),
     ({"threads": 0}, "threads = 0"), ({"inner_timestep": -0.002}, "inner_timestep = -0.002"),
     ({"platform": "Quantum"}, "platform = 'Quantum' is not available here; available: Reference, CPU"),
+    ({"embedding": "quantum"}, "embedding = 'quantum' is unknown; choose one of mechanical, electrostatic"),
+    ({"embedding": "electrostatic", "rows": ("mm", "pythonforce")},
+     "the pythonforce row (the host-copy path, as openmm-ml) has mechanical embedding only, not electrostatic; "
+     "leave it out (rows mm torchforce mts model)"),
 ])
 def test_bad_settings_are_refused(options, named):
-    with pytest.raises(InputError, match=named.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(InputError, match=re.escape(named)):
         BenchmarkSettings(**options).validate()
 
 
@@ -146,6 +151,36 @@ def test_cli_refuses_bad_input_before_working(tmp_path, capsys):
     assert main(["bench", "--model-option", "member", "--no-progress"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_electrostatic_embedding_is_benchmarked_without_the_host_copy_row(toluene_water_dir, tmp_path):
+    """``--embedding electrostatic``: every row but pythonforce (which has mechanical embedding only),
+    and the TorchForce of the ML/MM rows is the electrostatic one: its slow group differs from the
+    mechanical one's by the coupling of the ligand's charges to the water's."""
+    assert BenchmarkSettings(embedding="electrostatic").rows == ("mm", "torchforce", "mts", "model")
+    argv = ["bench", "--systems", str(toluene_water_dir), "--embedding", "electrostatic", "--steps", "2",
+            "--repeats", "1", "--warmup", "1", "--minimize-iterations", "0", "--threads", "1", "--no-progress",
+            "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["settings"]["embedding"] == "electrostatic"
+    (entry,) = report["systems"].values()
+    assert list(entry["rows"]) == ["mm", "torchforce", "mts", "model"]
+    assert entry["ratios"]["torchforce_vs_pythonforce"] is None and entry["ratios"]["mts_vs_mm"] > 0
+    assert entry["consistency"] == {}
+
+    molecular_system = MolecularSystem.load(toluene_water_dir)
+    largest_slow_force_on_water = {}
+    for embedding in ("mechanical", "electrostatic"):
+        mixed = _mixed_system(molecular_system, BenchmarkSettings(embedding=embedding))
+        assert mixed.embedding == embedding
+        environment = np.setdiff1d(np.arange(molecular_system.n_atoms), mixed.region)
+        context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+        context.setPositions(molecular_system.positions)
+        forces = context.getState(getForces=True, groups=group_mask(ML_SLOW)).getForces(asNumpy=True)
+        largest_slow_force_on_water[embedding] = float(np.abs(forces[environment]._value).max())  # kJ/mol/nm
+    assert largest_slow_force_on_water["mechanical"] == 0.0
+    assert largest_slow_force_on_water["electrostatic"] > 1.0
 
 
 def test_model_options_reach_the_plugin(toluene_water_dir, tmp_path):

@@ -3,15 +3,19 @@
 Rows (:data:`ROWS`), all on the same system, platform, thread settings and starting state:
 
 - ``mm``: the MM force field alone, ``LangevinMiddleIntegrator`` at the inner time step;
-- ``torchforce``: ML/MM (:func:`mlmm.embedding.create_mixed_system`, mechanical embedding),
-  the TorchForce and the MM force field every inner step (k = 1);
+- ``torchforce``: ML/MM (:func:`mlmm.embedding.create_mixed_system`, mechanical embedding
+  unless ``embedding`` says otherwise), the TorchForce and the MM force field every inner
+  step (k = 1);
 - ``mts``: the same System with difference splitting, the ML correction every
   ``mts_factor`` inner steps (:func:`mlmm.splitting.make_integrator`: native LangevinMiddle inner steps;
   k and the inner step default to mlmm's run defaults, :data:`mlmm.splitting.DEFAULT_MTS_FACTOR`
   and :data:`~mlmm.splitting.DEFAULT_INNER_TIMESTEP_FS`);
 - ``pythonforce``: the same physics with the ML energy through ``openmm.PythonForce`` and host
-  copies each step (:mod:`mlmm.bench.host_copy`), k = 1;
-- ``model``: the bare region model, energy and forces, outside OpenMM.
+  copies each step (:mod:`mlmm.bench.host_copy`), k = 1; mechanical embedding only, like
+  openmm-ml, so it is left out of the default rows of the other embeddings;
+- ``model``: the bare region model, energy and forces, outside OpenMM (for the electrostatic
+  and polarizable embeddings without the coupling to the MM charges, which the TorchForce
+  adds: see :func:`_ratios`).
 
 The rows are timed in interleaved rounds (every row once per round, ``repeats`` rounds) so a
 change of machine load during the run affects all rows alike; each row reports the median.
@@ -43,6 +47,7 @@ import openmm.unit as u
 import torch
 
 from .. import forcegroups
+from ..embedding import EMBEDDINGS
 from ..errors import InputError, SimulationError
 from ..molecular_system import MolecularSystem
 from ..platforms import GPU_PLATFORMS, available_platforms, get_platform, platform_problem
@@ -52,6 +57,8 @@ from .host_copy import create_host_copy_system
 
 #: every row, in the order they are timed and shown
 ROWS = ("mm", "torchforce", "mts", "pythonforce", "model")
+#: embeddings the host-copy row (``pythonforce``) implements, as openmm-ml does
+HOST_COPY_EMBEDDINGS = ("mechanical",)
 #: the systems benchmarked by default, recipes in the repository's systems/ folder
 DEFAULT_SYSTEMS = ("toluene-water", "t4l-toluene")
 SYSTEMS_FOLDER = Path(__file__).resolve().parents[2] / "systems"
@@ -85,9 +92,14 @@ class BenchmarkSettings:
     model: str = "aimnet2"
     model_options: dict = field(default_factory=dict)
     region: str = "ligand"
-    rows: tuple[str, ...] = ROWS
+    embedding: str = "mechanical"
+    rows: tuple[str, ...] | None = None  # None: every row the embedding allows (default_rows)
     minimize_iterations: int = 200
     seed: int = 2024
+
+    def __post_init__(self):
+        if self.rows is None:
+            self.rows = default_rows(self.embedding)
 
     def validate(self) -> "BenchmarkSettings":
         problems = []
@@ -108,6 +120,12 @@ class BenchmarkSettings:
         unknown = [row for row in self.rows if row not in ROWS]
         if unknown or not self.rows:
             problems.append(f"rows {list(self.rows)!r}: choose one or more of {', '.join(ROWS)}")
+        if self.embedding not in EMBEDDINGS:
+            problems.append(f"embedding = {self.embedding!r} is unknown; choose one of {', '.join(EMBEDDINGS)}")
+        elif "pythonforce" in self.rows and self.embedding not in HOST_COPY_EMBEDDINGS:
+            problems.append(f"the pythonforce row (the host-copy path, as openmm-ml) has "
+                            f"{' and '.join(HOST_COPY_EMBEDDINGS)} embedding only, not {self.embedding}; leave it "
+                            f"out (rows {' '.join(default_rows(self.embedding))}) or benchmark the mechanical embedding")
         if not self.inner_timestep > 0:
             problems.append(f"inner_timestep = {self.inner_timestep} ps must be positive")
         if self.platform is not None and (problem := platform_problem(self.platform)):
@@ -129,6 +147,11 @@ class BenchmarkSettings:
         if name in GPU_PLATFORMS:
             return {"Precision": "mixed"}
         return {}
+
+
+def default_rows(embedding: str) -> tuple[str, ...]:
+    """Every row of :data:`ROWS` that can run with ``embedding`` (no ``pythonforce`` beyond mechanical)."""
+    return tuple(row for row in ROWS if row != "pythonforce" or embedding in HOST_COPY_EMBEDDINGS)
 
 
 def ns_per_day(ms_per_inner_step: float, inner_timestep_ps: float) -> float:
@@ -338,10 +361,11 @@ def compare_forces(context_a: openmm.Context, context_b: openmm.Context,
 
 
 def _mixed_system(molecular_system, settings: BenchmarkSettings):
-    """ML/MM of ``molecular_system`` as the settings describe it (mechanical embedding)."""
+    """ML/MM of ``molecular_system`` as the settings describe it (model, region, embedding)."""
     from ..embedding.mixed import create_mixed_system
 
-    return create_mixed_system(molecular_system, settings.model, settings.region, model_options=settings.model_options)
+    return create_mixed_system(molecular_system, settings.model, settings.region, embedding=settings.embedding,
+                               model_options=settings.model_options)
 
 
 def _minimized_positions(molecular_system, platform, properties, iterations: int) -> np.ndarray:
@@ -421,7 +445,9 @@ def _ratios(rows: dict, breakdown: dict, key: str = "ms_per_step") -> dict[str, 
       includes the MMRegion subtraction and the thread sharing of torch and OpenMM;
     - ``torchforce_call_overhead_fraction``: (one TorchForce evaluation - one empty
       evaluation - one model call) / model call, all three from the breakdown's interleaved
-      rounds: the cost of the OpenMM-torch bridge itself;
+      rounds: the cost of the OpenMM-torch bridge itself. With the electrostatic or
+      polarizable embedding the TorchForce also computes the coupling of the region to the
+      MM charges, so both overhead fractions then include the embedding's cost;
     - ``mm_region_share_of_slow_group``: MMRegion / (MMRegion + ML TorchForce) per evaluation;
     - ``mm_region_share_of_mts_step``: one MMRegion evaluation / one outer step of ``mts``.
     """

@@ -143,7 +143,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     settings = report["settings"]
     model = settings["model"] + "".join(f", {key}={value}" for key, value in settings.get("model_options", {}).items()
                                         if key != "weights")
-    fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores, {model}; model row: one call per "
-                 f"{settings['inner_timestep'] * 1000:g} fs step", fontsize=9)
+    embedding = settings.get("embedding", "mechanical")
+    fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores, {model}, {embedding} embedding; "
+                 f"model row: one call per {settings['inner_timestep'] * 1000:g} fs step", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

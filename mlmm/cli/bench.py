@@ -4,6 +4,7 @@
     mlmm bench --quick --json bench.json --plot bench.png
     mlmm bench --systems runs/my-system --rows mm mts --mts 2
     mlmm bench --model ani2x --model-option member=0
+    mlmm bench --embedding electrostatic         # every row but pythonforce (mechanical only, as openmm-ml)
 
 Rows: mm (MM only), torchforce (ML/MM every step), mts (ML/MM, ML every k inner steps),
 pythonforce (ML/MM through openmm.PythonForce with host copies), model (bare model call).
@@ -24,6 +25,7 @@ QUICK = {"steps": 10, "repeats": 3, "warmup": 3, "minimize_iterations": 50}
 
 def register(subparsers) -> None:
     from ..bench.harness import DEFAULT_MTS_FACTOR, DEFAULT_SYSTEMS, ROWS
+    from ..embedding import EMBEDDINGS
 
     parser = subparsers.add_parser(
         "bench", help="benchmark ML/MM against MM and the host-copy (PythonForce) path",
@@ -37,7 +39,8 @@ def register(subparsers) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="draw ns/day per row and system (png, pdf, svg)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, metavar="ROW",
-                        help=f"rows to time (default: all of {', '.join(ROWS)})")
+                        help=f"rows to time (default: all of {', '.join(ROWS)}; pythonforce only with the "
+                             "mechanical embedding)")
     parser.add_argument("--steps", type=int, help="inner steps (model: calls) per timed block (default 20; quick 10)")
     parser.add_argument("--repeats", type=int, help="timed blocks per row; the median is reported (default 5; quick 3)")
     parser.add_argument("--warmup", type=int, help="inner steps before timing (default 10; quick 3)")
@@ -47,6 +50,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model-option", action="append", metavar="KEY=VALUE", dest="model_options",
                         help="option of the model's plugin, repeatable (e.g. member=0, weights=PATH)")
     parser.add_argument("--region", help="ML region (default ligand)")
+    parser.add_argument("--embedding", choices=EMBEDDINGS, help="embedding of the ML/MM rows (default mechanical)")
     parser.add_argument("--platform", help="OpenMM platform (default: CUDA when present, else CPU)")
     parser.add_argument("--threads", type=int, help="OpenMM CPU platform threads (default: OpenMM's)")
     parser.add_argument("--torch-threads", type=int,
@@ -62,7 +66,7 @@ def handle(args) -> int:
 
     check_plot_suffix(args.plot)
     options = dict(QUICK) if args.quick else {}
-    for name in ("steps", "repeats", "warmup", "mts_factor", "model", "region", "platform", "threads",
+    for name in ("steps", "repeats", "warmup", "mts_factor", "model", "region", "embedding", "platform", "threads",
                  "torch_threads", "minimize_iterations"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
