@@ -144,6 +144,14 @@ def test_energy_terms_report_the_split(mechanical, toluene_water):
     assert half["ml_correction"] == pytest.approx(0.5 * terms["ml_correction"], abs=1e-6)
 
 
+def mm_charges_and_cutoff(molecular_system):
+    """The MM partial charges (e) of every atom and the nonbonded cutoff (nm)."""
+    nonbonded = next(f for f in molecular_system.system.getForces() if isinstance(f, openmm.NonbondedForce))
+    charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+                        for i in range(molecular_system.n_atoms)])
+    return charges, nonbonded.getCutoffDistance().value_in_unit(u.nanometer)
+
+
 @pytest.mark.parametrize("fixture", ["electrostatic", "polarizable"])
 def test_electrostatic_coupling_matches_numpy(fixture, request, mechanical, toluene_water):
     """Slow-group energy difference to mechanical embedding = NumPy coupling (+ induction)."""
@@ -152,10 +160,7 @@ def test_electrostatic_coupling_matches_numpy(fixture, request, mechanical, tolu
     box = toluene_water.box_vectors
     region = mixed.region
     environment = np.setdiff1d(np.arange(toluene_water.n_atoms), region)
-    nonbonded = next(f for f in toluene_water.system.getForces() if isinstance(f, openmm.NonbondedForce))
-    charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
-                        for i in range(toluene_water.n_atoms)])
-    cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer)
+    charges, cutoff = mm_charges_and_cutoff(toluene_water)
     _, ml_charges = direct_ml(toluene_water, region, positions)
     expected = coupling_energy_numpy(positions[region], ml_charges, charges[region], positions[environment],
                                      charges[environment], cutoff, box)
@@ -192,10 +197,7 @@ def test_protein_environment_coupling_matches_numpy_over_all_atoms(t4l_polarizab
     positions, box = system.positions, system.box_vectors
     region = t4l_polarizable.region
     environment = np.setdiff1d(np.arange(system.n_atoms), region)
-    nonbonded = next(f for f in system.system.getForces() if isinstance(f, openmm.NonbondedForce))
-    charges = np.array([nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
-                        for i in range(system.n_atoms)])
-    cutoff = nonbonded.getCutoffDistance().value_in_unit(u.nanometer)
+    charges, cutoff = mm_charges_and_cutoff(system)
 
     model = load_plugin("aimnet2").create_model(system.atomic_numbers[region].tolist(), system.total_charge(region))
     arguments = (model, region, environment, charges[environment], charges[region], cutoff, True,
