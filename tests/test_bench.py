@@ -177,8 +177,9 @@ def test_electrostatic_embedding_is_benchmarked_without_the_host_copy_row(toluen
         environment = np.setdiff1d(np.arange(molecular_system.n_atoms), mixed.region)
         context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
         context.setPositions(molecular_system.positions)
-        forces = context.getState(getForces=True, groups=group_mask(ML_SLOW)).getForces(asNumpy=True)
-        largest_slow_force_on_water[embedding] = float(np.abs(forces[environment]._value).max())  # kJ/mol/nm
+        forces = context.getState(getForces=True, groups=group_mask(ML_SLOW)).getForces(asNumpy=True).value_in_unit(
+            openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
+        largest_slow_force_on_water[embedding] = float(np.abs(forces[environment]).max())
     assert largest_slow_force_on_water["mechanical"] == 0.0
     assert largest_slow_force_on_water["electrostatic"] > 1.0
 

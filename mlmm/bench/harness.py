@@ -53,12 +53,10 @@ from ..molecular_system import MolecularSystem
 from ..platforms import GPU_PLATFORMS, available_platforms, get_platform, platform_problem
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
 from . import timing
-from .host_copy import create_host_copy_system
+from .host_copy import HOST_COPY_EMBEDDINGS, create_host_copy_system
 
 #: every row, in the order they are timed and shown
 ROWS = ("mm", "torchforce", "mts", "pythonforce", "model")
-#: embeddings the host-copy row (``pythonforce``) implements, as openmm-ml does
-HOST_COPY_EMBEDDINGS = ("mechanical",)
 #: the systems benchmarked by default, recipes in the repository's systems/ folder
 DEFAULT_SYSTEMS = ("toluene-water", "t4l-toluene")
 SYSTEMS_FOLDER = Path(__file__).resolve().parents[2] / "systems"

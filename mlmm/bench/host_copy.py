@@ -27,6 +27,8 @@ from ..torch_geometry import central_atom, make_whole
 
 #: name given to the PythonForce in the System
 HOST_COPY_FORCE_NAME = "MLRegionHostCopy"
+#: embeddings the host-copy path implements, as openmm-ml does
+HOST_COPY_EMBEDDINGS = ("mechanical",)
 
 
 class HostCopyRegionPotential:
@@ -82,7 +84,7 @@ def create_host_copy_system(mixed, device: str = "cpu") -> openmm.System:
     """
     from ..embedding.mixed import ML_FORCE_NAME
 
-    if mixed.embedding != "mechanical":
+    if mixed.embedding not in HOST_COPY_EMBEDDINGS:
         raise InputError(f"the host-copy (PythonForce) path implements mechanical embedding only, not "
                          f"{mixed.embedding!r}; benchmark it with embedding='mechanical'.")
     if getattr(mixed, "link_atoms", None) is not None:
