@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 
 import numpy as np
 import openmm
@@ -16,6 +17,7 @@ import torch
 
 from mlmm import InputError, MolecularSystem, SimulationError
 from mlmm.bench import DEFAULT_MTS_FACTOR, BenchmarkSettings, compare_forces, create_host_copy_system, ns_per_day
+from mlmm.bench import timing
 from mlmm.bench.harness import ROWS, _mixed_system, benchmark_system
 from mlmm.cli import main
 from mlmm.embedding import LAMBDA_ML
@@ -127,6 +129,33 @@ def test_host_copy_moves_the_model_to_the_gpu():
 def test_ns_per_day():
     # 2 fs per 1 ms: 2e-6 ns per step, 8.64e7 steps a day
     assert ns_per_day(1.0, 0.002) == pytest.approx(172.8)
+
+
+class _Harmonic(torch.nn.Module):
+    """A region model in the shape the timers call: positions (n, 3) nm -> {"energy": kJ/mol}."""
+
+    def forward(self, positions):
+        return {"energy": (positions * positions).sum()}
+
+
+def test_the_work_before_each_timed_call_is_called_and_not_timed():
+    # the benchmark evaluates the MM forces before each model call and breakdown evaluation;
+    # here a 0.1 s pause stands for them: it must run once per call and stay out of the time
+    calls = []
+
+    def pause():
+        calls.append(1)
+        time.sleep(0.1)
+
+    timed = timing.time_model_calls(_Harmonic(), torch.ones(3, 3, dtype=torch.float64), 3, before=pause)
+    assert len(calls) == 3 and timed.wall_ms < 50.0
+    system = openmm.System()
+    system.addParticle(1.0)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions([openmm.Vec3(0, 0, 0)])
+    timed = timing.time_evaluations(context, -1, 2, before=pause)
+    assert len(calls) == 5 and timed.wall_ms < 50.0
+    assert timing.time_model_calls(_Harmonic(), torch.ones(3, 3, dtype=torch.float64), 2).wall_ms > 0.0
 
 
 @pytest.mark.parametrize("options, named", [

@@ -42,7 +42,7 @@ _NO_GROUPS = 0
 
 def finish(context: openmm.Context) -> None:
     """Wait for every step queued on ``context`` (a no-op on the CPU and Reference platforms)."""
-    context.getState(getEnergy=True, groups=_NO_GROUPS)
+    evaluate(context, _NO_GROUPS)
 
 
 def time_steps(context: openmm.Context, steps: int) -> Timing:
@@ -54,15 +54,18 @@ def time_steps(context: openmm.Context, steps: int) -> Timing:
     return clock.per(steps)
 
 
-def time_evaluations(context: openmm.Context, groups: int, evaluations: int) -> Timing:
+def evaluate(context: openmm.Context, groups: int = -1) -> None:
+    """One energy evaluation of the force groups in the bit mask ``groups`` (all by default)."""
+    context.getState(getEnergy=True, groups=int(groups))
+
+
+def time_evaluations(context: openmm.Context, groups: int, evaluations: int, before=None) -> Timing:
     """Time per energy evaluation of the force groups in the bit mask ``groups``.
 
     Force groups compute their forces along with the energy (a TorchForce always does).
+    ``before``, if given, is called untimed before each evaluation (see :func:`time_model_calls`).
     """
-    clock = _Clock()
-    for _ in range(int(evaluations)):
-        context.getState(getEnergy=True, groups=int(groups))
-    return clock.per(evaluations)
+    return _time_each(lambda: evaluate(context, groups), evaluations, before)
 
 
 def model_call(region_model, positions: torch.Tensor) -> torch.Tensor:
@@ -77,14 +80,36 @@ def model_call(region_model, positions: torch.Tensor) -> torch.Tensor:
     return -gradient
 
 
-def time_model_calls(region_model, positions: torch.Tensor, calls: int) -> Timing:
-    """Time per :func:`model_call` over ``calls`` calls."""
-    clock = _Clock()
-    for _ in range(int(calls)):
+def time_model_calls(region_model, positions: torch.Tensor, calls: int, before=None) -> Timing:
+    """Time per :func:`model_call` over ``calls`` calls.
+
+    ``before``, if given, is called untimed before each call. The benchmark passes an MM
+    force evaluation of the system: in a run the ML force is evaluated right after the MM
+    forces, which leave the caches holding the MM data rather than the model's weights, and
+    a call timed after the call before it would be faster than any call in the run.
+    """
+    on_gpu = positions.device.type == "cuda"
+
+    def call():
         model_call(region_model, positions)
-    if positions.device.type == "cuda":
-        torch.cuda.synchronize(positions.device)
-    return clock.per(calls)
+        if on_gpu:
+            torch.cuda.synchronize(positions.device)
+
+    return _time_each(call, calls, before)
+
+
+def _time_each(work, times: int, before=None) -> Timing:
+    """Mean wall and CPU time of ``work()`` over ``times`` calls, each after an untimed ``before()``."""
+    wall_ms = cpu_ms = 0.0
+    for _ in range(int(times)):
+        if before is not None:
+            before()
+        clock = _Clock()
+        work()
+        one = clock.per(1)
+        wall_ms += one.wall_ms
+        cpu_ms += one.cpu_ms
+    return Timing(wall_ms / times, cpu_ms / times)
 
 
 def median(samples) -> float:
