@@ -25,8 +25,8 @@ import torch
 
 from mlmm import forcegroups
 from mlmm.bench import timing
-from mlmm.bench.harness import BenchmarkSettings, _mixed_system, _whole_region_positions, resolve_system
-from mlmm.embedding.mixed import ML_FORCE_NAME
+from mlmm.bench.harness import (BenchmarkSettings, _mixed_system, _whole_region_positions, ml_force_in_own_group,
+                                resolve_system)
 
 
 def main() -> None:
@@ -39,10 +39,7 @@ def main() -> None:
 
     name, molecular_system = resolve_system(args.system)
     mixed = _mixed_system(molecular_system, BenchmarkSettings())
-    ml_group = max(forcegroups.MM_FAST, forcegroups.ML_SLOW) + 1
-    for force in mixed.system.getForces():
-        if force.getName() == ML_FORCE_NAME:
-            force.setForceGroup(ml_group)
+    ml_group = ml_force_in_own_group(mixed)
     context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
                              {"Threads": str(args.threads)})
     context.setPositions(molecular_system.positions)

@@ -400,6 +400,21 @@ def _device(platform: openmm.Platform) -> str:
     return "cuda" if platform.getName() == "CUDA" else "cpu"
 
 
+def ml_force_in_own_group(mixed) -> int:
+    """Move the mixed System's ML TorchForce out of the slow group into a force group of its own; return it.
+
+    Then the TorchForce and the MMRegion subtraction can be evaluated apart; the System is
+    not fit for MTS dynamics afterwards (its slow group lacks the ML force).
+    """
+    from ..embedding.mixed import ML_FORCE_NAME
+
+    ml_group = max(forcegroups.MM_FAST, forcegroups.ML_SLOW) + 1
+    for force in mixed.system.getForces():
+        if force.getName() == ML_FORCE_NAME:
+            force.setForceGroup(ml_group)
+    return ml_group
+
+
 def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[str, float], dict[str, float]]:
     """Wall and CPU milliseconds per evaluation of: nothing, the MM force field, the ML TorchForce,
     MMRegion, and one bare model call (``model``), all timed in the same interleaved rounds.
@@ -409,13 +424,10 @@ def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[s
     System's TorchForce is moved to a force group of its own for this; it is not used for
     dynamics afterwards.
     """
-    from ..embedding.mixed import ML_FORCE_NAME, MM_REGION_FORCE_NAME
+    from ..embedding.mixed import MM_REGION_FORCE_NAME
 
-    ml_group = max(forcegroups.MM_FAST, forcegroups.ML_SLOW) + 1
-    groups = {"mm": forcegroups.MM_FAST, "ml_torchforce": ml_group, "mm_region": forcegroups.ML_SLOW}
-    for force in mixed.system.getForces():
-        if force.getName() == ML_FORCE_NAME:
-            force.setForceGroup(ml_group)
+    groups = {"mm": forcegroups.MM_FAST, "ml_torchforce": ml_force_in_own_group(mixed),
+              "mm_region": forcegroups.ML_SLOW}
     has_region_force = any(f.getName() == MM_REGION_FORCE_NAME for f in mixed.system.getForces())
     context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), platform, properties)
     context.setPositions(positions)
