@@ -38,6 +38,7 @@ from torch import Tensor
 
 from . import forcegroups
 from .errors import InputError
+from .potentials import for_energy_only
 from .torch_geometry import central_atom, make_whole
 
 
@@ -48,7 +49,8 @@ class MLRegionForce(torch.nn.Module):
     ----------
     region_model:
         TorchScript (or scriptable) region model: ``forward(positions (n, 3) nm) ->
-        Dict[str, Tensor]`` with a differentiable ``"energy"`` in kJ/mol.
+        Dict[str, Tensor]`` with a differentiable ``"energy"`` in kJ/mol. Only the energy is
+        used, so the model is told so (:func:`mlmm.potentials.for_energy_only`).
     indices:
         the n atom indices (0-based, unique) of the region in the full system, in the order
         the region model expects its atoms.
@@ -64,7 +66,7 @@ class MLRegionForce(torch.nn.Module):
 
     def __init__(self, region_model, indices: Sequence[int], n_atoms: int, periodic: bool, anchor: int = 0):
         super().__init__()
-        self.model = region_model
+        self.model = for_energy_only(region_model)
         self.register_buffer("indices", torch.as_tensor(np.asarray(indices), dtype=torch.long))
         self.n_atoms = int(n_atoms)
         self.periodic = bool(periodic)

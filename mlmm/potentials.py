@@ -12,6 +12,11 @@ A plugin turns an ML region (its atomic numbers and total charge) into a TorchSc
   electrostatic embedding;
 - ``"energy_std"`` (optional): 0-d, kJ/mol, the spread of an ensemble, an uncertainty signal.
 
+A region model may have a boolean attribute ``differentiable_charges`` (True as built). A
+caller that differentiates only the energy (the mechanical embedding) sets it False through
+:func:`for_energy_only`; the model may then return charges without a gradient and compute
+its energy's gradient by a faster route (the dense AIMNet2 computes it by hand).
+
 Atomic numbers and the total charge are baked into the module, conventionally as buffers
 ``atomic_numbers`` ((n,) int64) and ``total_charge`` (e); a model that carries them is
 checked against the region it is used for. Every tensor stays on the device of
@@ -87,6 +92,18 @@ class PotentialPlugin(ABC):
                 f"model '{self.name}' handles neutral regions only, but the ML region has total charge "
                 f"{total_charge:+d} e; use a model with charge support (aimnet2) or a neutral region."
             )
+
+
+def for_energy_only(region_model):
+    """Tell ``region_model`` that only its energy will be differentiated; return it.
+
+    Sets the optional ``differentiable_charges`` attribute of the contract to False where the
+    model has one (a scripted model's attribute can be set after scripting); other models are
+    returned unchanged.
+    """
+    if hasattr(region_model, "differentiable_charges"):
+        region_model.differentiable_charges = False
+    return region_model
 
 
 def check_options(plugin_name: str, options: dict, allowed: Sequence[str]) -> None:

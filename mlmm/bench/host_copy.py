@@ -23,6 +23,7 @@ import torch
 from .. import forcegroups
 from ..embedding import LAMBDA_ML
 from ..errors import InputError
+from ..potentials import for_energy_only
 from ..torch_geometry import central_atom, make_whole
 
 #: name given to the PythonForce in the System
@@ -44,7 +45,7 @@ class HostCopyRegionPotential:
 
     def __init__(self, region_model, periodic: bool, anchor: int = 0, device: str = "cpu"):
         self.device = torch.device(device)
-        self.region_model = region_model.to(self.device)
+        self.region_model = for_energy_only(region_model).to(self.device)
         self.periodic = bool(periodic)
         self.anchor = int(anchor)
 

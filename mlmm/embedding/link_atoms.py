@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..potentials import for_energy_only
 from ..regions import bonds_cut_by
 from ..torch_geometry import make_whole
 
@@ -224,7 +225,7 @@ class LinkedRegionForce(torch.nn.Module):
 
     def __init__(self, region_model, capped: CappedRegion, n_atoms: int):
         super().__init__()
-        self.model = region_model
+        self.model = for_energy_only(region_model)  # only the energy is differentiated
         self.capped = capped
         self.n_atoms = int(n_atoms)
 
