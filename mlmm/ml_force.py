@@ -9,7 +9,8 @@ region whole under periodic boundaries (minimum image about one anchor atom,
 :func:`mlmm.torch_geometry.make_whole`), evaluates the region model (see
 :mod:`mlmm.potentials`) and returns the forces itself, computed once by autograd inside
 ``forward``; the TorchForce therefore runs with ``setOutputsForces(True)`` and OpenMM skips
-its own backward pass. Atoms outside the region get zero force. The energy and forces come
+its own backward pass; a model in energy-only mode (:func:`mlmm.potentials.for_energy_only`)
+returns its own forces and runs without autograd. Atoms outside the region get zero force. The energy and forces come
 back in the dtype of the positions OpenMM passes (float64 on the Reference platform and in
 double precision, float32 otherwise); the region model decides its own arithmetic
 (AIMNet2, ANI and MACE-OFF compute in float32).
@@ -38,7 +39,7 @@ from torch import Tensor
 
 from . import forcegroups
 from .errors import InputError
-from .potentials import for_energy_only
+from .potentials import for_energy_only, returns_forces
 from .torch_geometry import central_atom, make_whole
 
 
@@ -67,6 +68,7 @@ class MLRegionForce(torch.nn.Module):
     def __init__(self, region_model, indices: Sequence[int], n_atoms: int, periodic: bool, anchor: int = 0):
         super().__init__()
         self.model = for_energy_only(region_model)
+        self.model_returns_forces = returns_forces(self.model)
         self.register_buffer("indices", torch.as_tensor(np.asarray(indices), dtype=torch.long))
         self.n_atoms = int(n_atoms)
         self.periodic = bool(periodic)
@@ -75,17 +77,26 @@ class MLRegionForce(torch.nn.Module):
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         assert positions.shape[0] == self.n_atoms, "MLRegionForce got positions of a different number of atoms"
         grad_was_enabled = torch.is_grad_enabled()
-        torch.set_grad_enabled(True)
-        region = positions.detach().index_select(0, self.indices).requires_grad_(True)
+        # the model's own forces need no graph: making the region whole moves atoms by box
+        # vectors, whose derivative is the identity
+        torch.set_grad_enabled(not self.model_returns_forces)
+        region = positions.detach().index_select(0, self.indices)
+        if not self.model_returns_forces:
+            region.requires_grad_(True)
         whole = region
         if self.periodic:
             assert box is not None, "MLRegionForce was built for periodic boundaries but got no box"
             whole = make_whole(region, box, self.anchor)
-        energy = self.model(whole)["energy"]
-        gradient = torch.autograd.grad([energy], [region])[0]
-        assert gradient is not None
+        output = self.model(whole)
+        energy = output["energy"]
+        if self.model_returns_forces:
+            region_forces = output["forces"]
+        else:
+            gradient = torch.autograd.grad([energy], [region])[0]
+            assert gradient is not None
+            region_forces = -gradient
         torch.set_grad_enabled(grad_was_enabled)
-        forces = torch.zeros_like(positions).index_copy(0, self.indices, -gradient.to(positions.dtype))
+        forces = torch.zeros_like(positions).index_copy(0, self.indices, region_forces.to(positions.dtype))
         # The energy leaves without the model's (already consumed) autograd graph. Not with
         # detach(): openmm-torch freezes the module and torch.jit.freeze deletes aten::detach.
         with torch.no_grad():

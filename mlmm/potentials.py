@@ -12,15 +12,15 @@ A plugin turns an ML region (its atomic numbers and total charge) into a TorchSc
   electrostatic embedding;
 - ``"energy_std"`` (optional): 0-d, kJ/mol, the spread of an ensemble, an uncertainty signal.
 
-A region model may have a boolean attribute ``differentiable_charges`` (True as built). A
-caller that differentiates only the energy (the mechanical embedding) sets it False through
-:func:`for_energy_only`; the model may then return charges without a gradient and compute
-its energy's gradient by a faster route (the dense AIMNet2 computes it by hand).
+A region model may have a boolean attribute ``energy_only`` (False as built). A caller that
+differentiates only the energy (the mechanical embedding) sets it True through
+:func:`for_energy_only`; the model then also returns
 
-Atomic numbers and the total charge are baked into the module, conventionally as buffers
-``atomic_numbers`` ((n,) int64) and ``total_charge`` (e); a model that carries them is
-checked against the region it is used for. Every tensor stays on the device of
-``positions``: no ``.item()``, ``.cpu()`` or NumPy inside.
+- ``"forces"``: (n, 3) kJ/mol/nm, minus the gradient of its energy, in the dtype of
+  ``positions``, computed by the model itself (the dense AIMNet2 does it by hand, faster
+  than autograd), and its energy and charges need not be differentiable. Callers then run
+  it without autograd (inputs that do not require grad) and apply any chain rule
+  themselves.
 
 :func:`mlmm.ml_force.create_ml_module` turns a region model into the full-system module of
 a ``TorchForce``; :func:`mlmm.ml_force.add_ml_potential` does everything from a plugin name.
@@ -97,13 +97,36 @@ class PotentialPlugin(ABC):
 def for_energy_only(region_model):
     """Tell ``region_model`` that only its energy will be differentiated; return it.
 
-    Sets the optional ``differentiable_charges`` attribute of the contract to False where the
-    model has one (a scripted model's attribute can be set after scripting); other models are
-    returned unchanged.
+    Sets the optional ``energy_only`` attribute of the contract (module docstring) where the
+    model has one (a scripted model's attribute can be set after scripting); other models
+    are returned unchanged and differentiated by autograd.
     """
-    if hasattr(region_model, "differentiable_charges"):
-        region_model.differentiable_charges = False
+    if hasattr(region_model, "energy_only"):
+        region_model.energy_only = True
     return region_model
+
+
+def returns_forces(region_model) -> bool:
+    """Whether ``region_model`` is in energy-only mode and so returns ``"forces"`` (module docstring)."""
+    return bool(getattr(region_model, "energy_only", False))
+
+
+def energy_and_forces(region_model, positions):
+    """Energy (kJ/mol) and forces ((n, 3) kJ/mol/nm) of ``region_model`` at ``positions`` (n, 3) nm.
+
+    As the TorchForce computes them: the model's own forces in energy-only mode, otherwise one
+    autograd pass through its energy. Both come back without a gradient.
+    """
+    import torch
+
+    if returns_forces(region_model):
+        with torch.no_grad():
+            output = region_model(positions)
+        return output["energy"].detach(), output["forces"].detach()
+    leaf = positions.detach().requires_grad_(True)
+    energy = region_model(leaf)["energy"]
+    (gradient,) = torch.autograd.grad([energy], [leaf])
+    return energy.detach(), -gradient
 
 
 def check_options(plugin_name: str, options: dict, allowed: Sequence[str]) -> None:

@@ -66,21 +66,36 @@ class AIMDIASNetwork(torch.nn.Module):
         self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
         self.register_buffer("n_atoms", torch.tensor([float(len(atomic_numbers))], dtype=torch.float32))
 
-    def forward(self, coord: Tensor, charge: Tensor, differentiable_charges: bool = True) -> tuple[Tensor, Tensor]:
-        """``differentiable_charges`` is accepted for the common signature; these networks always record autograd."""
-        out = self.network({"coord": coord.unsqueeze(0), "numbers": self.numbers, "charge": charge,
+    def forward(self, coord: Tensor, charge: Tensor, energy_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Energy (eV), charges (e) and, when ``energy_only``, dE/d coord (eV/A) by autograd inside the call."""
+        leaf = coord
+        grad_was_enabled = torch.is_grad_enabled()
+        if energy_only:
+            torch.set_grad_enabled(False)
+            leaf = coord.clone()  # a leaf without a history, whatever coord's
+            torch.set_grad_enabled(True)
+            leaf.requires_grad_(True)
+        out = self.network({"coord": leaf.unsqueeze(0), "numbers": self.numbers, "charge": charge,
                             "pad_mask": self.pad_mask, "_natom": self.n_atoms})
-        return out["energy"][0], out["charges"][0]
+        energy, charges = out["energy"][0], out["charges"][0]
+        if not energy_only:
+            return energy, charges, coord.new_zeros(0)
+        gradient = torch.autograd.grad([energy], [leaf])[0]
+        assert gradient is not None
+        torch.set_grad_enabled(False)
+        energy, charges = energy.clone(), charges.clone()  # without the consumed graph
+        torch.set_grad_enabled(grad_was_enabled)
+        return energy, charges, gradient
 
 
 class AIMNet2RegionModel(torch.nn.Module):
     """Region model of one or more AIMNet2 networks: positions (n, 3) nm -> energy, charges.
 
     Each network is a :class:`DenseAIMNet2` or an :class:`AIMDIASNetwork`:
-    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e, differentiable_charges) -> (energy eV,
-    charges e)``. ``differentiable_charges`` (default True) is the attribute of the region-model
-    contract (:mod:`mlmm.potentials`): an energy-only caller sets it False, and the dense networks
-    then compute their gradient by hand and return charges without one.
+    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e, energy_only) -> (energy eV,
+    charges e, dE/d coord eV/A)``. ``energy_only`` is the attribute of the region-model contract
+    (:mod:`mlmm.potentials`, False as built): when an energy-only caller sets it, the networks
+    return their gradient (the dense ones computed by hand) and the model returns ``"forces"``.
     """
 
     def __init__(self, networks: list, atomic_numbers, total_charge: int):
@@ -91,17 +106,19 @@ class AIMNet2RegionModel(torch.nn.Module):
         self.kj_per_mol_per_ev = KJ_PER_MOL_PER_EV
         self.register_buffer("atomic_numbers", torch.tensor(list(atomic_numbers), dtype=torch.long))
         self.register_buffer("total_charge", torch.tensor([float(total_charge)], dtype=torch.float32))
-        self.differentiable_charges = True
+        self.energy_only = False
 
     def forward(self, positions: Tensor) -> dict[str, Tensor]:
         centred = positions - positions.mean(dim=0)
         coord = (centred * self.angstrom_per_nm).to(torch.float32)
         energies: list[Tensor] = []
         charges: list[Tensor] = []
+        gradients: list[Tensor] = []
         for network in self.networks:
-            energy, atomic_charges = network(coord, self.total_charge, self.differentiable_charges)
+            energy, atomic_charges, gradient = network(coord, self.total_charge, self.energy_only)
             energies.append(energy)
             charges.append(atomic_charges)
+            gradients.append(gradient)
         energy_ev = torch.stack(energies)
         result = {
             "energy": (energy_ev.mean() * self.kj_per_mol_per_ev).to(positions.dtype),
@@ -109,6 +126,11 @@ class AIMNet2RegionModel(torch.nn.Module):
         }
         if self.ensemble:
             result["energy_std"] = (energy_ev.std() * self.kj_per_mol_per_ev).to(positions.dtype)
+        if self.energy_only:
+            # chain rule through coord = (positions - their mean) * A/nm: the mean's term removes the net force
+            gradient = torch.stack(gradients).mean(dim=0)
+            gradient = gradient - gradient.mean(dim=0)
+            result["forces"] = (-gradient * (self.kj_per_mol_per_ev * self.angstrom_per_nm)).to(positions.dtype)
         return result
 
 

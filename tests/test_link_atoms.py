@@ -91,11 +91,14 @@ def direct_ml(molecular_system, region, n_caps, coordinates, energy_only=False):
     """
     numbers = molecular_system.atomic_numbers[region].tolist() + [1] * n_caps
     model = load_plugin("aimnet2").create_model(numbers, molecular_system.total_charge(region))
+    x = torch.tensor(coordinates, dtype=torch.float64, requires_grad=not energy_only)
     if energy_only:
-        for_energy_only(model)
-    x = torch.tensor(coordinates, dtype=torch.float64, requires_grad=True)
-    output = model(x)
-    forces = -torch.autograd.grad(output["energy"], x)[0]
+        with torch.no_grad():
+            output = for_energy_only(model)(x)
+        forces = output["forces"].detach()
+    else:
+        output = model(x)
+        forces = -torch.autograd.grad(output["energy"], x)[0]
     return float(output["energy"].detach()), forces.numpy(), output["charges"].detach().numpy().astype(np.float64)
 
 

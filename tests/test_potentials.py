@@ -8,8 +8,8 @@ import torch
 
 from mlmm.cli import main
 from mlmm.errors import InputError
-from mlmm.potentials import (ENTRY_POINT_GROUP, PotentialPlugin, check_options, for_energy_only, load_plugin,
-                             plugin_names)
+from mlmm.potentials import (ENTRY_POINT_GROUP, PotentialPlugin, check_options, energy_and_forces, for_energy_only,
+                             load_plugin, plugin_names)
 
 
 def test_torch_is_the_pinned_version_that_openmmtorch_needs():
@@ -72,7 +72,24 @@ def test_for_energy_only_sets_the_contract_attribute_where_a_model_has_it():
             return {"energy": (positions * positions).sum()}
 
     plain = torch.jit.script(EnergyOnly())
-    assert for_energy_only(plain) is plain and not hasattr(plain, "differentiable_charges")
+    assert for_energy_only(plain) is plain and not hasattr(plain, "energy_only")
     model = load_plugin("aimnet2").create_model([1, 1], 0)
-    assert model.differentiable_charges is True
-    assert for_energy_only(model) is model and model.differentiable_charges is False
+    assert model.energy_only is False
+    assert for_energy_only(model) is model and model.energy_only is True
+
+
+def test_energy_and_forces_by_autograd_or_from_the_model():
+    class Harmonic(torch.nn.Module):
+        def forward(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"energy": (positions * positions).sum()}
+
+    positions = torch.tensor([[0.1, -0.2, 0.3], [0.05, 0.0, -0.4]], dtype=torch.float64)
+    energy, forces = energy_and_forces(torch.jit.script(Harmonic()), positions)
+    assert float(energy) == pytest.approx(0.3025) and torch.allclose(forces, -2.0 * positions)
+    numbers = [8, 1, 1]
+    water = torch.tensor([[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]], dtype=torch.float64)
+    reference = energy_and_forces(load_plugin("aimnet2").create_model(numbers, 0), water)
+    own = energy_and_forces(for_energy_only(load_plugin("aimnet2").create_model(numbers, 0)), water)
+    assert float(own[0]) == pytest.approx(float(reference[0]), rel=1e-12)
+    assert torch.allclose(own[1], reference[1], rtol=1e-4, atol=0.01)
+    assert not own[1].requires_grad and not reference[1].requires_grad

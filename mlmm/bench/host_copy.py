@@ -2,8 +2,9 @@
 
 This is how openmm-ml 1.8 attaches AIMNet2 (``openmmml/models/aimnet2potential.py``): every
 force evaluation OpenMM hands a Python callback a ``State`` holding the region's positions,
-the callback copies them into a tensor, calls the model, takes the forces by autograd and
-copies them back into a NumPy array. The benchmark's ``pythonforce`` row uses it to measure
+the callback copies them into a tensor, calls the model, takes the forces (by autograd there;
+here as the TorchForce path takes them, :func:`mlmm.potentials.energy_and_forces`) and copies
+them back into a NumPy array. The benchmark's ``pythonforce`` row uses it to measure
 what mlmm's TorchForce path (:mod:`mlmm.ml_force`) saves.
 
 :func:`create_host_copy_system` gives the same physics as
@@ -23,7 +24,7 @@ import torch
 from .. import forcegroups
 from ..embedding import LAMBDA_ML
 from ..errors import InputError
-from ..potentials import for_energy_only
+from ..potentials import energy_and_forces, for_energy_only
 from ..torch_geometry import central_atom, make_whole
 
 #: name given to the PythonForce in the System
@@ -51,17 +52,16 @@ class HostCopyRegionPotential:
 
     def __call__(self, state: openmm.State):
         positions = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(u.nanometer),
-                                 dtype=torch.float64, device=self.device, requires_grad=True)
-        whole = positions
+                                 dtype=torch.float64, device=self.device)
         if self.periodic:
             box = torch.tensor(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer),
                                dtype=torch.float64, device=self.device)
-            whole = make_whole(positions, box, self.anchor)
-        energy = self.region_model(whole)["energy"]
-        (gradient,) = torch.autograd.grad([energy], [positions])
+            positions = make_whole(positions, box, self.anchor)
+        # making the region whole moves atoms by box vectors: the forces on the whole region are theirs
+        energy, region_forces = energy_and_forces(self.region_model, positions)
         scale = state.getParameters()[LAMBDA_ML]
-        forces = (-scale * gradient).detach().to(torch.float64).cpu().numpy()
-        return scale * float(energy.detach()), forces
+        forces = (scale * region_forces).to(torch.float64).cpu().numpy()
+        return scale * float(energy), forces
 
 
 def create_host_copy_force(region_model, region: np.ndarray, periodic: bool, anchor: int = 0,

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import openmm
 import torch
 
+from ..potentials import energy_and_forces
+
 
 class Timing(NamedTuple):
     """Milliseconds per unit of work: wall clock and CPU (all threads of the process)."""
@@ -71,13 +73,10 @@ def time_evaluations(context: openmm.Context, groups: int, evaluations: int, bef
 def model_call(region_model, positions: torch.Tensor) -> torch.Tensor:
     """Energy (kJ/mol) and forces (kJ/mol/nm) of the region at ``positions`` (n, 3) nm: one model call.
 
-    The forces come from one autograd pass, as :class:`mlmm.ml_force.MLRegionForce`
-    computes them; returns the forces.
+    Computed as :class:`mlmm.ml_force.MLRegionForce` computes them
+    (:func:`mlmm.potentials.energy_and_forces`); returns the forces.
     """
-    leaf = positions.detach().requires_grad_(True)
-    energy = region_model(leaf)["energy"]
-    (gradient,) = torch.autograd.grad([energy], [leaf])
-    return -gradient
+    return energy_and_forces(region_model, positions)[1]
 
 
 def time_model_calls(region_model, positions: torch.Tensor, calls: int, before=None) -> Timing:

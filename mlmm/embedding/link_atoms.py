@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..potentials import for_energy_only
+from ..potentials import for_energy_only, returns_forces
 from ..regions import bonds_cut_by
 from ..torch_geometry import make_whole
 
@@ -226,16 +226,28 @@ class LinkedRegionForce(torch.nn.Module):
     def __init__(self, region_model, capped: CappedRegion, n_atoms: int):
         super().__init__()
         self.model = for_energy_only(region_model)  # only the energy is differentiated
+        self.model_returns_forces = returns_forces(self.model)
         self.capped = capped
         self.n_atoms = int(n_atoms)
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         assert positions.shape[0] == self.n_atoms, "LinkedRegionForce got positions of a different number of atoms"
         grad_was_enabled = torch.is_grad_enabled()
-        torch.set_grad_enabled(True)
-        gathered = positions.detach().index_select(0, self.capped.atoms).requires_grad_(True)
-        energy = self.model(self.capped.from_gathered(gathered, box))["energy"]
-        gradient = torch.autograd.grad([energy], [gathered])[0]
+        torch.set_grad_enabled(not self.model_returns_forces)
+        gathered = positions.detach().index_select(0, self.capped.atoms)
+        if not self.model_returns_forces:
+            gathered.requires_grad_(True)
+        output = self.model(self.capped.from_gathered(gathered, box))
+        energy = output["energy"]
+        if self.model_returns_forces:
+            # the model's forces F on the capped coordinates x(gathered), held fixed: autograd of
+            # -F . x gives the chain rule through the caps' placement, without the model
+            torch.set_grad_enabled(True)
+            gathered.requires_grad_(True)
+            target = -(self.capped.from_gathered(gathered, box) * output["forces"].to(gathered.dtype)).sum()
+        else:
+            target = energy
+        gradient = torch.autograd.grad([target], [gathered])[0]
         assert gradient is not None
         torch.set_grad_enabled(grad_was_enabled)
         forces = torch.zeros_like(positions).index_copy(0, self.capped.atoms, -gradient.to(positions.dtype))
