@@ -1,11 +1,12 @@
 """Where does one call of a region model spend its time? The torch profiler's operator table.
 
     python scripts/profile_model.py [--smiles Cc1ccccc1] [--model aimnet2] [--option member=0]
-                                    [--calls 10] [--rows 25] [--device cuda]
+                                    [--calls 10] [--rows 25] [--device cuda] [--autograd]
 
 Builds the molecule with OpenFF (one conformer), creates the region model through mlmm's
-plugin registry, times ``--calls`` calls (energy and forces, one autograd pass, as the
-TorchForce computes them) on one PyTorch thread, as ML/MM on the CPU platform runs, and
+plugin registry, times ``--calls`` calls (energy and forces as the mechanical embedding's
+TorchForce computes them: in energy-only mode, or by one autograd pass with ``--autograd``,
+as the electrostatic embedding does) on one PyTorch thread, as ML/MM on the CPU platform runs, and
 prints the operators by their own CPU time per call, with input shapes: the operator count
 per call shows per-operation overhead, the shapes show which matrix products are slow for
 their size. With ``--device cuda`` it also counts, per call, the kernel launches and the host
@@ -24,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from mlmm.bench.timing import model_call, time_model_calls
 from mlmm.cli.common import parse_model_options
-from mlmm.potentials import load_plugin
+from mlmm.potentials import for_energy_only, load_plugin
 
 
 def main() -> None:
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--device", default="cpu", help="torch device of the model and positions (cpu, cuda)")
+    parser.add_argument("--autograd", action="store_true", help="forces by autograd, not in energy-only mode")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -45,6 +47,8 @@ def main() -> None:
     model = load_plugin(args.model).create_model(
         numbers, round(molecule.total_charge.m_as("elementary_charge")), **parse_model_options(args.option)
     ).to(args.device)
+    if not args.autograd:
+        for_energy_only(model)
     on_gpu = positions.device.type == "cuda"
 
     time_model_calls(model, positions, 5)  # TorchScript profiling runs and warm-up
