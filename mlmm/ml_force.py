@@ -75,32 +75,33 @@ class MLRegionForce(torch.nn.Module):
         self.anchor = int(anchor)
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        assert positions.shape[0] == self.n_atoms, "MLRegionForce got positions of a different number of atoms"
+        # Grad is off except around the model's own autograd pass, from the first use of the
+        # positions (which openmm-torch passes with requires_grad) to the last: inside a
+        # TorchForce any tensor operation with grad enabled, even reading their shape, made
+        # the call of the energy-only AIMNet2 about 0.5 ms slower (toluene, 734 particles).
+        # Not detach(): openmm-torch freezes the module and torch.jit.freeze deletes aten::detach.
         grad_was_enabled = torch.is_grad_enabled()
-        # the model's own forces need no graph: making the region whole moves atoms by box
-        # vectors, whose derivative is the identity
-        torch.set_grad_enabled(not self.model_returns_forces)
-        region = positions.detach().index_select(0, self.indices)
+        torch.set_grad_enabled(False)
+        assert positions.shape[0] == self.n_atoms, "MLRegionForce got positions of a different number of atoms"
+        region = positions.index_select(0, self.indices)
         if not self.model_returns_forces:
+            torch.set_grad_enabled(True)
             region.requires_grad_(True)
         whole = region
         if self.periodic:
             assert box is not None, "MLRegionForce was built for periodic boundaries but got no box"
             whole = make_whole(region, box, self.anchor)
         output = self.model(whole)
-        energy = output["energy"]
         if self.model_returns_forces:
             region_forces = output["forces"]
         else:
-            gradient = torch.autograd.grad([energy], [region])[0]
+            gradient = torch.autograd.grad([output["energy"]], [region])[0]
             assert gradient is not None
             region_forces = -gradient
-        torch.set_grad_enabled(grad_was_enabled)
+            torch.set_grad_enabled(False)
         forces = torch.zeros_like(positions).index_copy(0, self.indices, region_forces.to(positions.dtype))
-        # The energy leaves without the model's (already consumed) autograd graph. Not with
-        # detach(): openmm-torch freezes the module and torch.jit.freeze deletes aten::detach.
-        with torch.no_grad():
-            energy = energy.to(positions.dtype).clone()
+        energy = output["energy"].to(positions.dtype).clone()
+        torch.set_grad_enabled(grad_was_enabled)
         return energy, forces
 
 

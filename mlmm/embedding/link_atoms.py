@@ -231,14 +231,15 @@ class LinkedRegionForce(torch.nn.Module):
         self.n_atoms = int(n_atoms)
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        assert positions.shape[0] == self.n_atoms, "LinkedRegionForce got positions of a different number of atoms"
+        # grad off except around autograd passes, as in mlmm.ml_force.MLRegionForce (which says why)
         grad_was_enabled = torch.is_grad_enabled()
-        torch.set_grad_enabled(not self.model_returns_forces)
-        gathered = positions.detach().index_select(0, self.capped.atoms)
+        torch.set_grad_enabled(False)
+        assert positions.shape[0] == self.n_atoms, "LinkedRegionForce got positions of a different number of atoms"
+        gathered = positions.index_select(0, self.capped.atoms)
         if not self.model_returns_forces:
+            torch.set_grad_enabled(True)
             gathered.requires_grad_(True)
         output = self.model(self.capped.from_gathered(gathered, box))
-        energy = output["energy"]
         if self.model_returns_forces:
             # the model's forces F on the capped coordinates x(gathered), held fixed: autograd of
             # -F . x gives the chain rule through the caps' placement, without the model
@@ -246,14 +247,13 @@ class LinkedRegionForce(torch.nn.Module):
             gathered.requires_grad_(True)
             target = -(self.capped.from_gathered(gathered, box) * output["forces"].to(gathered.dtype)).sum()
         else:
-            target = energy
+            target = output["energy"]
         gradient = torch.autograd.grad([target], [gathered])[0]
         assert gradient is not None
-        torch.set_grad_enabled(grad_was_enabled)
+        torch.set_grad_enabled(False)
         forces = torch.zeros_like(positions).index_copy(0, self.capped.atoms, -gradient.to(positions.dtype))
-        # Without the model's consumed graph; not detach(), which torch.jit.freeze removes.
-        with torch.no_grad():
-            energy = energy.to(positions.dtype).clone()
+        energy = output["energy"].to(positions.dtype).clone()
+        torch.set_grad_enabled(grad_was_enabled)
         return energy, forces
 
 
