@@ -9,11 +9,11 @@ region whole under periodic boundaries (minimum image about one anchor atom,
 :func:`mlmm.torch_geometry.make_whole`), evaluates the region model (see
 :mod:`mlmm.potentials`) and returns the forces itself, computed once by autograd inside
 ``forward``; the TorchForce therefore runs with ``setOutputsForces(True)`` and OpenMM skips
-its own backward pass; a model in energy-only mode (:func:`mlmm.potentials.for_energy_only`)
-returns its own forces and runs without autograd. Atoms outside the region get zero force. The energy and forces come
-back in the dtype of the positions OpenMM passes (float64 on the Reference platform and in
-double precision, float32 otherwise); the region model decides its own arithmetic
-(AIMNet2, ANI and MACE-OFF compute in float32).
+its own backward pass. A model in energy-only mode (:func:`mlmm.potentials.for_energy_only`)
+returns its own forces and runs without autograd. Atoms outside the region get zero force.
+The energy and forces come back in the dtype of the positions OpenMM passes (float64 on the
+Reference platform and in double precision, float32 otherwise); the region model decides its
+own arithmetic (AIMNet2, ANI and MACE-OFF compute in float32).
 
 Nothing in ``forward`` synchronises with the host: no ``.item()``, ``.cpu()``, NumPy or
 Python loop over atoms, and every tensor follows the device of ``positions``, so the same

@@ -22,6 +22,11 @@ differentiates only the energy (the mechanical embedding) sets it True through
   it without autograd (inputs that do not require grad) and apply any chain rule
   themselves.
 
+Atomic numbers and the total charge are baked into the module, conventionally as buffers
+``atomic_numbers`` ((n,) int64) and ``total_charge`` (e); a model that carries them is
+checked against the region it is used for. Every tensor stays on the device of
+``positions``: no ``.item()``, ``.cpu()`` or NumPy inside.
+
 :func:`mlmm.ml_force.create_ml_module` turns a region model into the full-system module of
 a ``TorchForce``; :func:`mlmm.ml_force.add_ml_potential` does everything from a plugin name.
 

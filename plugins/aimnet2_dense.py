@@ -156,7 +156,7 @@ class DenseAIMNet2(torch.nn.Module):
             self.register_buffer("agh_q", network.conv_q.agh.detach()[0].contiguous())  # (shifts, h)
             self.n_features, self.n_shifts = n_features, n_shifts
             self.n_h = int(self.agh_a.shape[-1])
-            # the network's own MLPs (TorchScript Sequentials of Linear and GELU layers)
+            # the network's MLPs (Sequentials of Linear and GELU layers), as _MLPs that also give their VJP
             self.mlps = torch.nn.ModuleList([_MLP(mlp) for mlp in network.mlps.children()])
             self.n_passes = len(self.mlps)
             self.energy_mlp = _MLP(network.outputs.energy_mlp.mlp)
