@@ -32,7 +32,7 @@ from mlmm.embedding.electrostatic import (
     polarizabilities_nm3,
 )
 from mlmm.embedding.mixed import create_mixed_system
-from mlmm.potentials import load_plugin
+from mlmm.potentials import for_energy_only, load_plugin
 from mlmm.regions import resolve_region
 
 KJ = u.kilojoule_per_mole
@@ -288,6 +288,22 @@ def test_only_the_mechanical_embedding_puts_the_model_in_energy_only_mode(mechan
     forces); the electrostatic one needs d q_ML / dx, which only autograd through the model gives."""
     assert mechanical.region_model.energy_only is True
     assert electrostatic.region_model.energy_only is False
+
+
+def test_electrostatic_embedding_refuses_a_model_in_energy_only_mode(toluene_water):
+    """Its charges would carry no gradient (no force through d q / d x): an error, not wrong forces."""
+    system = toluene_water
+    region = resolve_region(system, "ligand")
+    environment = np.setdiff1d(np.arange(system.n_atoms), region)
+    charges, cutoff = mm_charges_and_cutoff(system)
+    model = load_plugin("aimnet2").create_model(system.atomic_numbers[region].tolist(), 0)
+    embedding = torch.jit.script(ElectrostaticEmbedding(model, region, environment, charges[environment],
+                                                        charges[region], cutoff, True))
+    xyz, box = torch.tensor(system.positions), torch.tensor(system.box_vectors)
+    embedding(xyz, box)
+    for_energy_only(model)
+    with pytest.raises(Exception, match="energy-only mode"):
+        embedding(xyz, box)
 
 
 def test_region_forms_agree(toluene_water):

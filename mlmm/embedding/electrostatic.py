@@ -102,6 +102,10 @@ class ElectrostaticEmbedding(torch.nn.Module):
         ml_positions = self.ml_input(positions, box)
         region_positions = ml_positions.narrow(0, 0, self.n_region)
         output = self.model(ml_positions)
+        # a model in energy-only mode (mlmm.potentials.for_energy_only) returns charges without a
+        # gradient, which would drop the forces through d q / d x
+        assert "forces" not in output, ("the region model is in energy-only mode (a mechanical embedding set it); "
+                                        "the electrostatic embedding needs its own model: create it again")
         dtype = positions.dtype
         energy = output["energy"].to(dtype)
         ml_charges = output["charges"].to(dtype).narrow(0, 0, self.n_region)  # link atoms do not couple
