@@ -307,8 +307,9 @@ class DenseAIMNet2(torch.nn.Module):
                 scale = f2.sum() + 1e-6
                 remainder = charge - q_raw.sum()
                 weighted = (q_bar * f2).sum()
+                # q_out = q_raw + f2 (Q - sum q_raw) / (sum f2 + 1e-6)
                 q_raw_bar = q_bar - weighted / scale
-                f2_bar = (q_bar - weighted / scale) * remainder / scale
+                f2_bar = q_raw_bar * remainder / scale
                 x_bar = torch.cat([q_raw_bar.unsqueeze(1), (2.0 * x[:, 1] * f2_bar).unsqueeze(1),
                                    a_bar.permute(1, 2, 0).reshape(n, self.n_features * self.n_shifts)], dim=1)
                 q_bar = q_raw_bar if p > 0 else torch.zeros_like(q_bar)
