@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -69,11 +70,13 @@ class AIMDIASNetwork(torch.nn.Module):
         self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
         self.register_buffer("n_atoms", torch.tensor([float(len(atomic_numbers))], dtype=torch.float32))
 
-    def forward(self, coord: Tensor, charge: Tensor, energy_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Energy (eV), charges (e) and, when ``energy_only``, dE/d coord (eV/A) by autograd inside the call."""
+    def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool = False,
+                charge_potential: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Energy (eV), charges (e) and, ``with_gradient``, the gradient (eV/A) of the energy plus
+        ``sum_i q_i charge_potential_i`` (eV/e; none when empty), by autograd inside the call."""
         leaf = coord
         grad_was_enabled = torch.is_grad_enabled()
-        if energy_only:
+        if with_gradient:
             torch.set_grad_enabled(False)
             leaf = coord.clone()  # a leaf without a history, whatever coord's
             torch.set_grad_enabled(True)
@@ -81,9 +84,12 @@ class AIMDIASNetwork(torch.nn.Module):
         out = self.network({"coord": leaf.unsqueeze(0), "numbers": self.numbers, "charge": charge,
                             "pad_mask": self.pad_mask, "_natom": self.n_atoms})
         energy, charges = out["energy"][0], out["charges"][0]
-        if not energy_only:
+        if not with_gradient:
             return energy, charges, coord.new_zeros(0)
-        gradient = torch.autograd.grad([energy], [leaf])[0]
+        target = energy
+        if charge_potential is not None and charge_potential.numel() > 0:
+            target = target + (charges * charge_potential).sum()
+        gradient = torch.autograd.grad([target], [leaf])[0]
         assert gradient is not None
         torch.set_grad_enabled(False)
         energy, charges = energy.clone(), charges.clone()  # without the consumed graph
@@ -95,10 +101,12 @@ class AIMNet2RegionModel(torch.nn.Module):
     """Region model of one or more AIMNet2 networks: positions (n, 3) nm -> energy, charges.
 
     Each network is a :class:`DenseAIMNet2` or an :class:`AIMDIASNetwork`:
-    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e, energy_only) -> (energy eV,
-    charges e, dE/d coord eV/A)``. ``energy_only`` is the attribute of the region-model contract
-    (:mod:`mlmm.potentials`, False as built): when an energy-only caller sets it, the networks
-    return their gradient (the dense ones computed by hand) and the model returns ``"forces"``.
+    ``forward(coord (n, 3) Angstrom float32, total charge (1,) e, with_gradient, charge_potential)
+    -> (energy eV, charges e, gradient eV/A)``. When an energy-only caller sets the contract's
+    ``energy_only`` attribute (:mod:`mlmm.potentials`, False as built) the networks return their
+    gradient (the dense ones computed by hand) and the model returns ``"forces"``;
+    :meth:`forces_in_potential` does the same for the energy plus the charges' energy in a given
+    potential (the electrostatic embedding).
     """
 
     def __init__(self, networks: list, atomic_numbers, total_charge: int):
@@ -112,13 +120,27 @@ class AIMNet2RegionModel(torch.nn.Module):
         self.energy_only = False
 
     def forward(self, positions: Tensor) -> dict[str, Tensor]:
+        return self._evaluate(positions, self.energy_only, positions.new_zeros(0))
+
+    @torch.jit.export
+    def forces_in_potential(self, positions: Tensor, potential: Tensor) -> dict[str, Tensor]:
+        """Energy, charges and the ``"forces"`` of ``E + sum_i q_i potential_i`` (kJ/mol/nm).
+
+        ``potential``: (n,) kJ/mol/e, the electrostatic potential the charges sit in, held fixed
+        (the electrostatic embedding's coupling is linear in the ML charges, so its derivative by
+        them is this potential). Called without autograd; the dense networks differentiate by hand.
+        """
+        return self._evaluate(positions, True, potential / self.kj_per_mol_per_ev)
+
+    def _evaluate(self, positions: Tensor, with_forces: bool, potential_ev: Tensor) -> dict[str, Tensor]:
         centred = positions - positions.mean(dim=0)
         coord = (centred * self.angstrom_per_nm).to(torch.float32)
+        potential_ev = potential_ev.to(torch.float32)
         energies: list[Tensor] = []
         charges: list[Tensor] = []
         gradients: list[Tensor] = []
         for network in self.networks:
-            energy, atomic_charges, gradient = network(coord, self.total_charge, self.energy_only)
+            energy, atomic_charges, gradient = network(coord, self.total_charge, with_forces, potential_ev)
             energies.append(energy)
             charges.append(atomic_charges)
             gradients.append(gradient)
@@ -129,7 +151,7 @@ class AIMNet2RegionModel(torch.nn.Module):
         }
         if self.ensemble:
             result["energy_std"] = (energy_ev.std() * self.kj_per_mol_per_ev).to(positions.dtype)
-        if self.energy_only:
+        if with_forces:
             # chain rule through coord = (positions - their mean) * A/nm: the mean's term removes the net force
             gradient = torch.stack(gradients).mean(dim=0)
             gradient = gradient - gradient.mean(dim=0)

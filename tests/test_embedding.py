@@ -28,6 +28,7 @@ from mlmm.embedding import LAMBDA_ML
 from mlmm.embedding.electrostatic import (
     FIELD_SWITCH_WIDTH,
     THOLE_DAMPING,
+    ChargePotentialEmbedding,
     ElectrostaticEmbedding,
     polarizabilities_nm3,
 )
@@ -304,6 +305,29 @@ def test_electrostatic_embedding_refuses_a_model_in_energy_only_mode(toluene_wat
     for_energy_only(model)
     with pytest.raises(Exception, match="energy-only mode"):
         embedding(xyz, box)
+
+
+@pytest.mark.parametrize("polarizable", [False, True])
+def test_model_forces_in_the_mm_potential_equal_autograd_through_the_model(toluene_water, polarizable):
+    """ChargePotentialEmbedding (the dense AIMNet2's forces by hand in the potential V of the MM
+    charges) gives the energy and forces of ElectrostaticEmbedding (autograd through the model)."""
+    system = toluene_water
+    region = resolve_region(system, "ligand")
+    environment = np.setdiff1d(np.arange(system.n_atoms), region)
+    charges, cutoff = mm_charges_and_cutoff(system)
+    alpha = polarizabilities_nm3(system.atomic_numbers[region]) if polarizable else None
+
+    def module(embedding_class):
+        model = load_plugin("aimnet2").create_model(system.atomic_numbers[region].tolist(), 0)
+        return torch.jit.script(embedding_class(model, region, environment, charges[environment], charges[region],
+                                                cutoff, True, alpha))
+
+    xyz, box = torch.tensor(system.positions), torch.tensor(system.box_vectors)
+    energy, forces = module(ElectrostaticEmbedding)(xyz, box)
+    by_hand_energy, by_hand_forces = module(ChargePotentialEmbedding)(xyz, box)
+    assert float(by_hand_energy.detach()) == pytest.approx(float(energy.detach()), abs=1e-6)
+    assert float(forces.abs().max()) > 100.0
+    np.testing.assert_allclose(by_hand_forces.numpy(), forces.numpy(), rtol=1e-4, atol=0.01)  # kJ/mol/nm
 
 
 def test_region_forms_agree(toluene_water):

@@ -107,9 +107,23 @@ class ElectrostaticEmbedding(torch.nn.Module):
         assert "forces" not in output, ("the region model is in energy-only mode (a mechanical embedding set it); "
                                         "the electrostatic embedding needs its own model: create it again")
         dtype = positions.dtype
-        energy = output["energy"].to(dtype)
         ml_charges = output["charges"].to(dtype).narrow(0, 0, self.n_region)  # link atoms do not couple
+        potential, environment_charges, delta, safe, within = self._environment_potential(positions, region_positions,
+                                                                                         box)
+        energy = output["energy"].to(dtype) + ((ml_charges - self.region_mm_charges.to(dtype)) * potential).sum()
+        if self.polarize:
+            energy = energy + self._polarization(region_positions, delta, safe, within, environment_charges)
 
+        forces = torch.autograd.grad([energy], [positions])[0]
+        if forces is None:
+            forces = torch.zeros_like(positions)
+        return energy, -forces
+
+    def _environment_potential(self, positions: torch.Tensor, region_positions: torch.Tensor, box: torch.Tensor):
+        """Shifted-force potential V_i (kJ/mol/e) of the MM charges at each region atom, so that
+        ``E_coupling = sum_i (q_ML,i - q_MM,i) V_i``; also the charges and pair data the induction
+        term uses: (V, charges, delta, distance clamped to r_c, within r_c)."""
+        dtype = positions.dtype
         environment, environment_charges = self.environment_in_reach(positions, region_positions, box)
         delta = positions.index_select(0, environment).unsqueeze(0) - region_positions.unsqueeze(1)
         if self.periodic:
@@ -120,16 +134,8 @@ class ElectrostaticEmbedding(torch.nn.Module):
         rc = self.cutoff
         shifted = torch.where(within, 1.0 / safe - 1.0 / rc + (safe - rc) / (rc * rc), torch.zeros_like(safe))
         environment_charges = environment_charges.to(dtype)
-        charge_change = ml_charges - self.region_mm_charges.to(dtype)
-        energy = energy + self.coulomb_constant * (charge_change.unsqueeze(1) * environment_charges.unsqueeze(0) * shifted).sum()
-
-        if self.polarize:
-            energy = energy + self._polarization(region_positions, delta, safe, within, environment_charges)
-
-        forces = torch.autograd.grad([energy], [positions])[0]
-        if forces is None:
-            forces = torch.zeros_like(positions)
-        return energy, -forces
+        potential = self.coulomb_constant * (environment_charges.unsqueeze(0) * shifted).sum(dim=1)
+        return potential, environment_charges, delta, safe, within
 
     def environment_in_reach(self, positions: torch.Tensor, region_positions: torch.Tensor,
                              box: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,3 +199,42 @@ class ElectrostaticEmbedding(torch.nn.Module):
         dipoles = torch.linalg.solve(matrix, field.reshape(3 * n, 1)).reshape(n, 3)
         return -0.5 * self.coulomb_constant * (dipoles * field).sum()
 
+
+class ChargePotentialEmbedding(ElectrostaticEmbedding):
+    """:class:`ElectrostaticEmbedding` for a region model with ``forces_in_potential`` (the dense AIMNet2).
+
+    The coupling is linear in the ML charges, ``sum_i (q_ML,i - q_MM,i) V_i(x)``, so its
+    derivative by them is the potential V of the MM charges, known before the model is called.
+    The model returns the forces of ``E_ML + q_ML . V`` itself (V held fixed; the dense AIMNet2
+    computes them by hand); autograd then runs only through the map to the model's coordinates
+    (over ``-F . x``, F fixed), the coupling at fixed charges and the induction term. The same
+    energy and forces as the parent class, which differentiates the model by autograd.
+    """
+
+    def forward(self, positions: torch.Tensor, box: torch.Tensor):
+        positions = positions.detach().requires_grad_(True)
+        ml_positions = self.ml_input(positions, box)
+        region_positions = ml_positions.narrow(0, 0, self.n_region)
+        dtype = positions.dtype
+        potential, environment_charges, delta, safe, within = self._environment_potential(positions, region_positions,
+                                                                                         box)
+        grad_was_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        n_links = ml_positions.shape[0] - self.n_region
+        model_potential = torch.cat([potential, potential.new_zeros(n_links)])  # link atoms do not couple
+        output = self.model.forces_in_potential(ml_positions.clone(), model_potential.clone())
+        ml_energy = output["energy"].to(dtype).clone()
+        ml_charges = output["charges"].to(dtype).narrow(0, 0, self.n_region).clone()
+        ml_forces = output["forces"].to(dtype).clone()
+        torch.set_grad_enabled(grad_was_enabled)
+        coupling = ((ml_charges - self.region_mm_charges.to(dtype)) * potential).sum()
+        target = coupling - (ml_positions * ml_forces).sum()
+        energy = ml_energy + coupling
+        if self.polarize:
+            induction = self._polarization(region_positions, delta, safe, within, environment_charges)
+            target = target + induction
+            energy = energy + induction
+        forces = torch.autograd.grad([target], [positions])[0]
+        if forces is None:
+            forces = torch.zeros_like(positions)
+        return energy, -forces

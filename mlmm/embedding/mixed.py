@@ -279,7 +279,7 @@ def _correction_forces(system, module, indices, periodic, lambda_value, mm_regio
 def _electrostatic_module(system, region_model, indices, periodic, coupling_cutoff, polarization, atomic_numbers,
                           anchor, links, topology):
     from ..units import value_in
-    from .electrostatic import ElectrostaticEmbedding, polarizabilities_nm3
+    from .electrostatic import ChargePotentialEmbedding, ElectrostaticEmbedding, polarizabilities_nm3
 
     nonbonded = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)]
     if len(nonbonded) != 1:
@@ -307,8 +307,10 @@ def _electrostatic_module(system, region_model, indices, periodic, coupling_cuto
     if cutoff <= 0:
         raise InputError(f"coupling cutoff {cutoff} nm must be positive.")
     alpha = polarizabilities_nm3(atomic_numbers) if polarization else None
-    return ElectrostaticEmbedding(region_model, indices, environment, coupled[environment], charges[indices],
-                                  cutoff, periodic, alpha, anchor, links)
+    # a model that takes the potential of the MM charges computes its forces itself (the dense AIMNet2: by hand)
+    embedding = ChargePotentialEmbedding if hasattr(region_model, "forces_in_potential") else ElectrostaticEmbedding
+    return embedding(region_model, indices, environment, coupled[environment], charges[indices], cutoff, periodic,
+                     alpha, anchor, links)
 
 
 def _copy_system(system: openmm.System) -> openmm.System:
