@@ -49,6 +49,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+import torch
+
 from .errors import InputError, ModelUnavailableError
 
 ENTRY_POINT_GROUP = "mlmm.potentials"
@@ -128,8 +130,6 @@ def energy_and_forces(region_model, positions):
     As the TorchForce computes them: the model's own forces in energy-only mode, otherwise one
     autograd pass through its energy. Both come back without a gradient.
     """
-    import torch
-
     if returns_forces(region_model):
         with torch.no_grad():
             output = region_model(positions)

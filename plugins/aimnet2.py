@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -72,8 +71,8 @@ class AIMDIASNetwork(torch.nn.Module):
         self.register_buffer("pad_mask", torch.zeros(1, dtype=torch.long))
         self.register_buffer("n_atoms", torch.tensor([float(len(atomic_numbers))], dtype=torch.float32))
 
-    def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool = False,
-                charge_potential: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool,
+                charge_potential: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Energy (eV), charges (e) and, ``with_gradient``, the gradient (eV/A) of the energy plus
         ``sum_i q_i charge_potential_i`` (eV/e; none when empty), by autograd inside the call."""
         leaf = coord
@@ -89,7 +88,7 @@ class AIMDIASNetwork(torch.nn.Module):
         if not with_gradient:
             return energy, charges, coord.new_zeros(0)
         target = energy
-        if charge_potential is not None and charge_potential.numel() > 0:
+        if charge_potential.numel() > 0:
             target = target + (charges * charge_potential).sum()
         gradient = torch.autograd.grad([target], [leaf])[0]
         assert gradient is not None

