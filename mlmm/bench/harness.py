@@ -56,6 +56,7 @@ from ..errors import InputError, SimulationError
 from ..molecular_system import MolecularSystem
 from ..platforms import GPU_PLATFORMS, available_platforms, get_platform, platform_problem
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
+from ..torchscript_execution import unoptimized_torchscript
 from . import timing
 from .host_copy import HOST_COPY_EMBEDDINGS, create_host_copy_system
 
@@ -315,27 +316,28 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
         mm_context = context(copy.deepcopy(molecular_system.system), 1)
         after_mm = functools.partial(timing.evaluate, mm_context)
 
-    say("warming up")
-    for row_name, row in rows.items():
-        with _dynamics_of(row_name, name):
-            row.context.getIntegrator().step(max(1, math.ceil(settings.warmup / row.inner_steps_per_step)))
-            timing.finish(row.context)
-    if region_positions is not None:
-        for _ in range(max(settings.warmup, 3)):
-            timing.model_call(mixed.region_model, region_positions)
+    with unoptimized_torchscript(platform.getName()):  # as the dynamics of mlmm run and mlmm fe run
+        say("warming up")
+        for row_name, row in rows.items():
+            with _dynamics_of(row_name, name):
+                row.context.getIntegrator().step(max(1, math.ceil(settings.warmup / row.inner_steps_per_step)))
+                timing.finish(row.context)
+        if region_positions is not None:
+            for _ in range(max(settings.warmup, 3)):
+                timing.model_call(mixed.region_model, region_positions)
 
-    samples: dict[str, list[timing.Timing]] = {row: [] for row in settings.rows}
-    for repeat in range(settings.repeats):
-        for row in settings.rows:
-            say(f"round {repeat + 1}/{settings.repeats}: {row}")
-            if row == "model":
-                samples[row].append(timing.time_model_calls(mixed.region_model, region_positions, settings.steps,
-                                                            before=after_mm))
-            else:
-                with _dynamics_of(row, name):
-                    samples[row].append(rows[row].time_block())
-            if progress is not None:
-                progress.update(1)
+        samples: dict[str, list[timing.Timing]] = {row: [] for row in settings.rows}
+        for repeat in range(settings.repeats):
+            for row in settings.rows:
+                say(f"round {repeat + 1}/{settings.repeats}: {row}")
+                if row == "model":
+                    samples[row].append(timing.time_model_calls(mixed.region_model, region_positions, settings.steps,
+                                                                before=after_mm))
+                else:
+                    with _dynamics_of(row, name):
+                        samples[row].append(rows[row].time_block())
+                if progress is not None:
+                    progress.update(1)
     for row, timed in rows.items():
         _check_finite(timed.context, row, name)
     return samples, consistency
@@ -431,22 +433,28 @@ def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[s
     has_region_force = any(f.getName() == MM_REGION_FORCE_NAME for f in mixed.system.getForces())
     context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), platform, properties)
     context.setPositions(positions)
-    evaluations = max(3, settings.steps // 10)
     masks = {"empty": 0, **{name: forcegroups.group_mask(group) for name, group in groups.items()}}
     if not has_region_force:
         del masks["mm_region"]
     device = _device(platform)
     region_positions = _whole_region_positions(mixed, positions, device)
     mixed.region_model.to(device)
+    with unoptimized_torchscript(platform.getName()):
+        return _timed_breakdown(context, masks, mixed.region_model, region_positions, settings)
+
+
+def _timed_breakdown(context, masks, region_model, region_positions, settings):
+    """The interleaved rounds of :func:`_breakdown`: evaluations of the force groups in ``masks`` and model calls."""
+    evaluations = max(3, settings.steps // 10)
     for mask in masks.values():
         timing.time_evaluations(context, mask, 2)  # warm-up
-    timing.time_model_calls(mixed.region_model, region_positions, 2)
+    timing.time_model_calls(region_model, region_positions, 2)
     samples = {name: [] for name in (*masks, "model")}
     after_mm = functools.partial(timing.evaluate, context, masks["mm"])
     for _ in range(settings.repeats):
         for name, mask in masks.items():
             samples[name].append(timing.time_evaluations(context, mask, evaluations, before=after_mm))
-        samples["model"].append(timing.time_model_calls(mixed.region_model, region_positions, evaluations,
+        samples["model"].append(timing.time_model_calls(region_model, region_positions, evaluations,
                                                         before=after_mm))
     return ({name: timing.median(t.wall_ms for t in values) for name, values in samples.items()},
             {name: timing.median(t.cpu_ms for t in values) for name, values in samples.items()})

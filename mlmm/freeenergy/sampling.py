@@ -27,6 +27,7 @@ from ..errors import InputError, SimulationError
 from ..forcegroups import ML_SLOW
 from ..platforms import get_platform
 from ..threads import configure_torch_threads
+from ..torchscript_execution import unoptimized_torchscript
 
 #: 1 bar nm^3 per particle in kJ/mol (p V term of the reduced potential)
 KJ_PER_MOL_PER_BAR_NM3 = (1 * u.bar * u.nanometer**3 * u.AVOGADRO_CONSTANT_NA).value_in_unit(u.kilojoule_per_mole)
@@ -145,34 +146,35 @@ def sample_window(leg, index: int, protocol, seed: int, n_snapshots: int = 0) ->
     if groups is not None:
         integrator.setIntegrationForceGroups(groups)
     context = create_context(system, integrator, protocol)
-    _set_coordinates(context, leg.positions, leg.box_vectors)
-    states[index].apply_to_context(context)
-    if protocol.minimization_steps:
-        openmm.LocalEnergyMinimizer.minimize(context, 10.0, protocol.minimization_steps)
-    context.setVelocitiesToTemperature(protocol.temperature * u.kelvin, seed)
-    integrator.step(protocol.equilibration_steps)
-
-    beta = 1.0 / protocol.kT
-    has_derivative = _reports_derivative(system, LAMBDA_ML)
-    n = protocol.samples_per_window
-    keep = set(np.linspace(0, n - 1, n_snapshots).round().astype(int).tolist()) if n_snapshots else set()
-    reduced = np.empty((len(states), n))
-    dudl = np.empty(n) if has_derivative else None
-    snapshots = []
-    for sample in range(n):
-        integrator.step(protocol.steps_per_sample)
-        current = context.getState(getPositions=sample in keep, getParameterDerivatives=has_derivative)
-        if has_derivative:
-            dudl[sample] = current.getEnergyParameterDerivatives()[LAMBDA_ML]
-            _check_finite(dudl[sample], leg, f"dU/d{LAMBDA_ML} in window {index}")
-        if sample in keep:
-            box = current.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if leg.box_vectors is not None else None
-            snapshots.append((current.getPositions(asNumpy=True).value_in_unit(u.nanometer), box))
-        for other, state in enumerate(states):
-            state.apply_to_context(context)
-            reduced[other, sample] = _reduced_potential(context.getState(getEnergy=True), beta, pressure)
-            _check_finite(reduced[other, sample], leg, f"the energy of state {other} in window {index}")
+    with unoptimized_torchscript(context.getPlatform().getName()):
+        _set_coordinates(context, leg.positions, leg.box_vectors)
         states[index].apply_to_context(context)
+        if protocol.minimization_steps:
+            openmm.LocalEnergyMinimizer.minimize(context, 10.0, protocol.minimization_steps)
+        context.setVelocitiesToTemperature(protocol.temperature * u.kelvin, seed)
+        integrator.step(protocol.equilibration_steps)
+
+        beta = 1.0 / protocol.kT
+        has_derivative = _reports_derivative(system, LAMBDA_ML)
+        n = protocol.samples_per_window
+        keep = set(np.linspace(0, n - 1, n_snapshots).round().astype(int).tolist()) if n_snapshots else set()
+        reduced = np.empty((len(states), n))
+        dudl = np.empty(n) if has_derivative else None
+        snapshots = []
+        for sample in range(n):
+            integrator.step(protocol.steps_per_sample)
+            current = context.getState(getPositions=sample in keep, getParameterDerivatives=has_derivative)
+            if has_derivative:
+                dudl[sample] = current.getEnergyParameterDerivatives()[LAMBDA_ML]
+                _check_finite(dudl[sample], leg, f"dU/d{LAMBDA_ML} in window {index}")
+            if sample in keep:
+                box = current.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if leg.box_vectors is not None else None
+                snapshots.append((current.getPositions(asNumpy=True).value_in_unit(u.nanometer), box))
+            for other, state in enumerate(states):
+                state.apply_to_context(context)
+                reduced[other, sample] = _reduced_potential(context.getState(getEnergy=True), beta, pressure)
+                _check_finite(reduced[other, sample], leg, f"the energy of state {other} in window {index}")
+            states[index].apply_to_context(context)
     steps = protocol.equilibration_steps + n * protocol.steps_per_sample
     return WindowSamples(leg.name, index, reduced, dudl, snapshots, time.perf_counter() - start, steps)
 
@@ -202,12 +204,13 @@ def switch(leg, direction: str, snapshots: list, protocol, seed: int) -> Switchi
     integrator.setRandomNumberSeed(seed)
     context = create_context(system, integrator, protocol)
     work = np.empty(len(snapshots))
-    for i, (positions, box) in enumerate(snapshots):
-        _set_coordinates(context, positions, box)
-        start_state.apply_to_context(context)
-        integrator.reset()
-        context.setVelocitiesToTemperature(protocol.temperature * u.kelvin, seed + i + 1)
-        integrator.step(protocol.neq_steps)
-        work[i] = integrator.get_protocol_work(dimensionless=True)
-        _check_finite(work[i], leg, f"the {direction} switching work of trajectory {i}")
+    with unoptimized_torchscript(context.getPlatform().getName()):
+        for i, (positions, box) in enumerate(snapshots):
+            _set_coordinates(context, positions, box)
+            start_state.apply_to_context(context)
+            integrator.reset()
+            context.setVelocitiesToTemperature(protocol.temperature * u.kelvin, seed + i + 1)
+            integrator.step(protocol.neq_steps)
+            work[i] = integrator.get_protocol_work(dimensionless=True)
+            _check_finite(work[i], leg, f"the {direction} switching work of trajectory {i}")
     return SwitchingWork(leg.name, direction, work, time.perf_counter() - t0, len(snapshots) * protocol.neq_steps)

@@ -46,6 +46,7 @@ from ..atomic_io import write_text_atomic
 from ..errors import InputError, SimulationError
 from ..forcegroups import ML_SLOW, MM_FAST
 from ..molecular_system import MolecularSystem
+from ..torchscript_execution import unoptimized_torchscript
 from ..units import KB_KJ_PER_MOL_K
 from .checkpoint import checkpoint_step, load_checkpoint, write_checkpoint
 from .config import RunConfig
@@ -103,9 +104,10 @@ def run(config: RunConfig, molecular_system: MolecularSystem | None = None, over
     folder.mkdir(parents=True)
     _write_run_file(folder, config, prepared)
     molecular_system.save(folder / SYSTEM_FOLDER)
-    _minimize_and_equilibrate(prepared, config, progress)
-    write_checkpoint(folder, prepared.context)
-    return _production(prepared, config, folder, start_step=0, progress=progress)
+    with unoptimized_torchscript(prepared.platform_name):
+        _minimize_and_equilibrate(prepared, config, progress)
+        write_checkpoint(folder, prepared.context)
+        return _production(prepared, config, folder, start_step=0, progress=progress)
 
 
 def resume(output, steps: int | None = None, length=None, platform: str | None = None,
@@ -136,7 +138,8 @@ def resume(output, steps: int | None = None, length=None, platform: str | None =
     prepared = prepare(replace(config, seed=(config.seed + step) % (2**31 - 1)), molecular_system)
     load_checkpoint(folder, prepared.context)
     _write_run_file(folder, config, prepared)
-    return _production(prepared, config, folder, start_step=step, progress=progress)
+    with unoptimized_torchscript(prepared.platform_name):
+        return _production(prepared, config, folder, start_step=step, progress=progress)
 
 
 # ---------------------------------------------------------------------- stages

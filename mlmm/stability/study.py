@@ -18,6 +18,7 @@ from ..errors import InputError, SimulationError
 from ..platforms import get_platform
 from ..splitting import make_integrator
 from ..threads import configure_torch_threads
+from ..torchscript_execution import unoptimized_torchscript
 from ..units import KB_KJ_PER_MOL_K
 from .progress import ConfigurationProgress, load_progress, remove_progress
 from .results import check_resumable, load_results
@@ -140,11 +141,12 @@ class _ConfigurationRun:
 
     def _advance(self, context: openmm.Context, stage: str, **state_fields) -> openmm.State:
         """One sample interval of dynamics; the state after it, checked for NaN and explosions."""
-        try:
-            context.getIntegrator().step(self.report_steps)
-        except openmm.OpenMMException as exc:
-            raise SimulationError(f"{stage}: {str(exc).split('.')[0]}") from None
-        state = context.getState(getEnergy=True, **state_fields)
+        with unoptimized_torchscript(self.platform):
+            try:
+                context.getIntegrator().step(self.report_steps)
+            except openmm.OpenMMException as exc:
+                raise SimulationError(f"{stage}: {str(exc).split('.')[0]}") from None
+            state = context.getState(getEnergy=True, **state_fields)
         energy = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         if not math.isfinite(energy):
             raise SimulationError(f"{stage}: potential energy became {energy}")
@@ -167,7 +169,8 @@ class _ConfigurationRun:
         context = self._context("nvt", seed + done)  # a continued run draws new Langevin noise
         if progress.stage == "start":
             context.setPositions(positions)
-            openmm.LocalEnergyMinimizer.minimize(context, 10.0, minimize_iterations)
+            with unoptimized_torchscript(self.platform):
+                openmm.LocalEnergyMinimizer.minimize(context, 10.0, minimize_iterations)
             context.setVelocitiesToTemperature(TEMPERATURE_K, seed)
             for _ in range(max(0, round(equilibration_ps / self.sample_ps))):
                 self._advance(context, "equilibration")
