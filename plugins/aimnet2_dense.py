@@ -9,7 +9,9 @@ and force evaluation of toluene runs about 6,600 ATen operators (README, *Benchm
 
 - every quantity that depends only on the atomic numbers (initial atom features, atomic
   energy shifts, the D3 reference C6 coefficients, coordination radii and damping radii of
-  every pair) is looked up once, at construction;
+  every pair) is looked up once, at construction, and so is the product of the initial
+  features with the first message pass's first layer (a per-atom bias of that layer: a third
+  of its inputs, which neither its forward nor its backward product then carries);
 - the radial basis ``gs[i, j, g]`` and the vector basis ``gs[i, j, g] * u_ij`` are built for
   all pairs, and both convolutions of a message pass (atom features and charges) become one
   batched matrix product (scalar part) and one matrix product (vector part) on contiguous
@@ -64,7 +66,10 @@ HALF_COULOMB_EV_ANGSTROM = 7.1998226
 
 
 class _Layer(torch.nn.Module):
-    """One Linear layer of an AIMNet2 MLP, ``x W^T + b``, followed by an exact GELU when ``gelu``."""
+    """One Linear layer of an AIMNet2 MLP, ``x W^T + b``, followed by an exact GELU when ``gelu``.
+
+    ``b`` is (out,), or (n, out) for a layer whose constant inputs were folded into it (one row per atom).
+    """
 
     def __init__(self, linear, gelu: bool):
         super().__init__()
@@ -161,6 +166,13 @@ class DenseAIMNet2(torch.nn.Module):
             self.n_h = int(self.agh_a.shape[-1])
             # the network's MLPs (Sequentials of Linear and GELU layers), as _MLPs that also give their VJP
             self.mlps = torch.nn.ModuleList([_MLP(mlp) for mlp in network.mlps.children()])
+            # the first pass's a_i are the constant initial features (its input starts with them):
+            # their product with its first layer becomes that layer's bias, one row per atom
+            first = self.mlps[0].layers[0]
+            constant_columns = n_features * n_shifts
+            a0_input = a0.reshape(n, constant_columns).double()
+            first.bias = (a0_input @ first.weight[:, :constant_columns].double().t() + first.bias.double()).float()
+            first.weight = first.weight[:, constant_columns:].contiguous()
             self.n_passes = len(self.mlps)
             self.energy_mlp = _MLP(network.outputs.energy_mlp.mlp)
             # per-element energy shifts (eV), float32 as the network adds them to the atomic energies
@@ -215,56 +227,58 @@ class DenseAIMNet2(torch.nn.Module):
         r_bar = u_bar / d.unsqueeze(-1) + d_bar.unsqueeze(-1) * u
         return r_bar.sum(0) - r_bar.sum(1)
 
-    def _convolve(self, a: Tensor, q: Tensor, basis: Tensor, with_q: bool) -> tuple[Tensor, List[Tensor]]:
-        """The MLP input of one pass: [a_i, conv_a] (and [q_i, conv_q]); ``a`` is (shifts, n, features).
+    def _convolve(self, a: Tensor, q: Tensor, basis: Tensor, first: bool) -> tuple[Tensor, List[Tensor]]:
+        """The MLP input of one pass: [a_i, conv_a, q_i, conv_q]; ``a`` is (shifts, n, features).
 
-        Also returns what :meth:`_convolve_vjp` needs: the convolved features, their vector part
-        mixed by ``agh`` (f, n, 3, h), and that of the charges (n, 3, h; empty without ``with_q``).
+        The ``first`` pass has no charges yet, and its ``a_i`` are the constant initial features,
+        whose product with its first layer is folded into that layer's bias (``__init__``): its
+        input is [conv_a] alone. Also returns what :meth:`_convolve_vjp` needs: the convolved
+        features, their vector part mixed by ``agh`` (f, n, 3, h), and that of the charges
+        (n, 3, h; empty in the first pass).
         """
         g, n, f = a.shape
         h = self.n_h
-        features = torch.cat([a, q.view(1, n, 1).expand(g, n, 1)], dim=2) if with_q else a  # q as one more feature
+        features = a if first else torch.cat([a, q.view(1, n, 1).expand(g, n, 1)], dim=2)  # q as one more feature
         # sum_j basis[g, row, j] features[g, j, :] for every shift g: (g, 4n, f [+1])
         convolved = torch.bmm(basis, features)
         scalar, vector = convolved[:, :n], convolved[:, n:]
         # vector part: sum_g vector[g, (i, x), f] agh[f, g, h], squared and summed over x
         # (contiguous operands: bmm on strided ones falls back to one select, clone and mm per batch item)
         mixed = torch.bmm(vector[:, :, :f].permute(2, 1, 0).contiguous(), self.agh_a).view(f, n, 3, h)  # (f, n, x, h)
-        parts = [a.permute(1, 2, 0).reshape(n, f * g), scalar[:, :, :f].permute(1, 2, 0).reshape(n, f * g),
+        parts = [scalar[:, :, :f].permute(1, 2, 0).reshape(n, f * g),
                  (mixed * mixed).sum(2).transpose(0, 1).reshape(n, f * h)]
         mixed_q = a.new_zeros(0)
-        if with_q:
+        if not first:
             mixed_q = torch.mm(vector[:, :, f].t(), self.agh_q).view(n, 3, h)
-            parts += [q.view(n, 1), scalar[:, :, f].t(), (mixed_q * mixed_q).sum(1)]
+            parts = [a.permute(1, 2, 0).reshape(n, f * g)] + parts + [q.view(n, 1), scalar[:, :, f].t(),
+                                                                       (mixed_q * mixed_q).sum(1)]
         return torch.cat(parts, dim=1), [features, mixed, mixed_q]
 
     def _convolve_vjp(self, input_bar: Tensor, basis: Tensor, saved: List[Tensor],
-                      with_q: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Adjoints of ``basis``, ``a`` and ``q`` from the adjoint ``input_bar`` of :meth:`_convolve`'s output."""
+                      first: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Adjoints of ``basis``, ``a`` and ``q`` from the adjoint ``input_bar`` of :meth:`_convolve`'s output
+        (in the ``first`` pass only that of ``basis``: its features are constants; the others empty)."""
         features, mixed, mixed_q = saved[0], saved[1], saved[2]
         g, n, _ = features.shape
         f, h = self.n_features, self.n_h
-        sizes = [f * g, f * g, f * h]
-        if with_q:
-            sizes += [1, g, h]
-        parts = input_bar.split(sizes, dim=1)
-        a_bar = parts[0].reshape(n, f, g).permute(2, 0, 1)
-        scalar_bar = parts[1].reshape(n, f, g).permute(2, 0, 1)  # (g, n, f)
-        mixed_bar = 2.0 * mixed * parts[2].reshape(n, f, h).transpose(0, 1).unsqueeze(2)  # (f, n, 3, h)
+        # after the first pass the input starts with a_i, whose adjoint joins features_bar below
+        body = input_bar if first else input_bar[:, f * g:]
+        parts = body.split([f * g, f * h] if first else [f * g, f * h, 1, g, h], dim=1)
+        scalar_bar = parts[0].reshape(n, f, g).permute(2, 0, 1)  # (g, n, f)
+        mixed_bar = 2.0 * mixed * parts[1].reshape(n, f, h).transpose(0, 1).unsqueeze(2)  # (f, n, 3, h)
         vector_bar = torch.bmm(mixed_bar.view(f, 3 * n, h), self.agh_a_t).permute(2, 1, 0)  # (g, 3n, f)
-        q_bar = a_bar.new_zeros(n)
-        if with_q:
-            q_bar = parts[3].view(n)
-            scalar_bar = torch.cat([scalar_bar, parts[4].t().unsqueeze(2)], dim=2)
-            mixed_q_bar = 2.0 * mixed_q * parts[5].unsqueeze(1)  # (n, 3, h)
+        if not first:
+            scalar_bar = torch.cat([scalar_bar, parts[3].t().unsqueeze(2)], dim=2)
+            mixed_q_bar = 2.0 * mixed_q * parts[4].unsqueeze(1)  # (n, 3, h)
             vector_q_bar = torch.mm(mixed_q_bar.view(3 * n, h), self.agh_q.t())  # (3n, g)
             vector_bar = torch.cat([vector_bar, vector_q_bar.t().unsqueeze(2)], dim=2)
         convolved_bar = torch.cat([scalar_bar, vector_bar], dim=1)  # (g, 4n, f [+1])
         basis_bar = torch.bmm(convolved_bar, features.transpose(1, 2))
-        features_bar = torch.bmm(basis.transpose(1, 2), convolved_bar)  # (g, n, f [+1])
-        a_bar = a_bar + features_bar[:, :, :f]
-        if with_q:
-            q_bar = q_bar + features_bar[:, :, f].sum(0)
+        if first:
+            return basis_bar, basis_bar.new_zeros(0), basis_bar.new_zeros(0)
+        features_bar = torch.bmm(basis.transpose(1, 2), convolved_bar)  # (g, n, f + 1)
+        a_bar = input_bar[:, :f * g].reshape(n, f, g).permute(2, 0, 1) + features_bar[:, :, :f]
+        q_bar = parts[2].view(n) + features_bar[:, :, f].sum(0)
         return basis_bar, a_bar, q_bar
 
     def _passes(self, basis: Tensor, charge: Tensor) -> tuple[Tensor, Tensor, List[List[Tensor]]]:
@@ -277,7 +291,7 @@ class DenseAIMNet2(torch.nn.Module):
         x = basis.new_zeros(0)
         saved: List[List[Tensor]] = []
         for p, mlp in enumerate(self.mlps):
-            mlp_input, convolution = self._convolve(a, q, basis, p > 0)
+            mlp_input, convolution = self._convolve(a, q, basis, p == 0)
             x, before_activation = mlp(mlp_input)
             saved.append(convolution + [x, q] + before_activation)
             if p < self.n_passes - 1:
@@ -317,13 +331,14 @@ class DenseAIMNet2(torch.nn.Module):
                 f2_bar = q_raw_bar * remainder / scale
                 x_bar = torch.cat([q_raw_bar.unsqueeze(1), (2.0 * x[:, 1] * f2_bar).unsqueeze(1),
                                    a_bar.permute(1, 2, 0).reshape(n, self.n_features * self.n_shifts)], dim=1)
-                q_bar = q_raw_bar if p > 0 else torch.zeros_like(q_bar)
+                q_bar = q_raw_bar
             input_bar = _mlp_vjp(x_bar, weights[p], gelus[p], saved[p][5:])
             pass_basis_bar, pass_a_bar, pass_q_bar = self._convolve_vjp(input_bar, basis, [features, mixed, mixed_q],
-                                                                        p > 0)
+                                                                        p == 0)
             basis_bar = basis_bar + pass_basis_bar
-            a_bar = a_bar + pass_a_bar
-            q_bar = q_bar + pass_q_bar
+            if p > 0:
+                a_bar = a_bar + pass_a_bar
+                q_bar = q_bar + pass_q_bar
         return basis_bar
 
     def forward(self, coord: Tensor, charge: Tensor, with_gradient: bool,

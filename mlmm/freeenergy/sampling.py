@@ -168,7 +168,9 @@ def sample_window(leg, index: int, protocol, seed: int, n_snapshots: int = 0) ->
                 dudl[sample] = current.getEnergyParameterDerivatives()[LAMBDA_ML]
                 _check_finite(dudl[sample], leg, f"dU/d{LAMBDA_ML} in window {index}")
             if sample in keep:
-                box = current.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if leg.box_vectors is not None else None
+                box = None
+                if leg.box_vectors is not None:
+                    box = current.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
                 snapshots.append((current.getPositions(asNumpy=True).value_in_unit(u.nanometer), box))
             for other, state in enumerate(states):
                 state.apply_to_context(context)
