@@ -5,7 +5,10 @@ tensor after the positions (and the box under periodic boundaries). The wrappers
 ``(lambda * E, lambda * F)`` from an inner module that returns ``(E, F)``. The energy handed
 back is cut from the model's autograd graph (the forces were already taken from it), so the
 ``backward`` that openmm-torch runs for ``addEnergyParameterDerivative`` differentiates only
-the product with lambda: dU/dlambda = E at the cost of one multiplication.
+the product with lambda: dU/dlambda = E at the cost of one multiplication. The forces are
+scaled without autograd: OpenMM reads only their values, and recording the product (which
+keeps all N x 3 forces for a backward pass nobody runs) cost 0.03-0.07 ms per evaluation at
+31,800 particles (a TorchForce of a zero-force model, interleaved).
 
 ``torch.no_grad`` is used rather than ``detach``: openmm-torch freezes the module
 (``torch.jit.freeze``), and freezing removes ``detach`` calls.
@@ -17,10 +20,12 @@ import torch
 from torch import Tensor
 
 
-def _without_graph(energy: Tensor) -> Tensor:
+def _scaled(energy: Tensor, forces: Tensor, lambda_ml: Tensor) -> tuple[Tensor, Tensor]:
+    """``(lambda * E, lambda * F)``, with autograd recording only the product of lambda and E's value."""
     with torch.no_grad():
         value = energy.clone()
-    return value
+        scaled_forces = forces * lambda_ml.to(forces.dtype)
+    return lambda_ml * value.to(lambda_ml.dtype), scaled_forces
 
 
 class LambdaScaledPeriodic(torch.nn.Module):
@@ -32,8 +37,7 @@ class LambdaScaledPeriodic(torch.nn.Module):
 
     def forward(self, positions: Tensor, box: Tensor, lambda_ml: Tensor):
         energy, forces = self.inner(positions, box)
-        scale = lambda_ml.to(forces.dtype)
-        return lambda_ml * _without_graph(energy).to(lambda_ml.dtype), scale * forces
+        return _scaled(energy, forces, lambda_ml)
 
 
 class LambdaScaled(torch.nn.Module):
@@ -45,8 +49,7 @@ class LambdaScaled(torch.nn.Module):
 
     def forward(self, positions: Tensor, lambda_ml: Tensor):
         energy, forces = self.inner(positions, None)
-        scale = lambda_ml.to(forces.dtype)
-        return lambda_ml * _without_graph(energy).to(lambda_ml.dtype), scale * forces
+        return _scaled(energy, forces, lambda_ml)
 
 
 def lambda_scaled(module, periodic: bool) -> torch.jit.ScriptModule:
