@@ -7,6 +7,14 @@ threads hold: measured on 2 cores, one AIMNet2 call on toluene took 31-62 ms wit
 thread and 358-893 ms with two while OpenMM was busy. So mlmm gives PyTorch one thread when
 the Context runs on the CPU or Reference platform; ``MLMM_TORCH_THREADS`` overrides it.
 GPU platforms leave PyTorch's setting alone (the model runs on the GPU).
+
+On a machine whose cores this run has to itself, ``MLMM_TORCH_THREADS=2`` is faster: while
+the ML force is evaluated OpenMM's threads sleep, and the model's matrix products (oneDNN)
+split over two cores. With the short spin ``import mlmm`` gives PyTorch's waiting threads
+(``GOMP_SPINCOUNT=10000``) an MTS outer step of toluene-water took 8.1-8.9 ms against
+10.1-10.8 ms with one thread (2 cores, five benchmark runs each, 2026-12-07). With another
+busy process on the same two cores the second thread waits for a core at every product: one
+model call took 29.4 ms against 4.5 ms (``scripts/profile_threads.py``), hence the default.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ Contexts (mm, torchforce, mts rows of mlmm.bench) and the configurations are tim
 interleaved rounds, so a change of machine load hits all of them alike. Prints the median
 ms per inner step of each row and configuration, and the bare model call per torch setting.
 
-The PyTorch thread pool's wait policy is fixed when torch loads: run this once as it is and
-once with ``OMP_WAIT_POLICY=PASSIVE`` in the environment to see its effect.
+The PyTorch thread pool's wait policy is fixed when torch loads (``import mlmm`` sets
+``OMP_WAIT_POLICY=PASSIVE`` and ``GOMP_SPINCOUNT=10000`` unless they are set): run this with
+other values in the environment to see their effect. Dynamics and model calls run with
+TorchScript's graph-executor optimisations off, as ``mlmm run`` runs them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mlmm.bench import timing
 from mlmm.bench.harness import _minimized_positions, _whole_region_positions, resolve_system
 from mlmm.embedding.mixed import create_mixed_system
 from mlmm.splitting import DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
+from mlmm.torchscript_execution import unoptimized_torchscript
 
 
 def main() -> None:
@@ -58,18 +61,22 @@ def main() -> None:
             "torchforce": (context(mixed.system, 1, threads), args.steps, 1),
             "mts": (context(mixed.system, args.mts, threads), math.ceil(args.steps / args.mts), args.mts),
         }
-        for ctx, _, k in rows[(threads, torch_threads)].values():
-            ctx.getIntegrator().step(max(1, 5 // k))
     region = _whole_region_positions(mixed, positions, "cpu")
     samples = {key: {row: [] for row in ("mm", "torchforce", "mts", "model")} for key in rows}
-    for _ in range(args.repeats):
+    with unoptimized_torchscript("CPU"):  # Contexts created before it (see mlmm.torchscript_execution)
         for key, row_contexts in rows.items():
             torch.set_num_threads(key[1])
-            for row, (ctx, steps, k) in row_contexts.items():
-                samples[key][row].append(timing.time_steps(ctx, steps).wall_ms / k)
-            samples[key]["model"].append(timing.time_model_calls(mixed.region_model, region, args.steps).wall_ms)
+            for ctx, _, k in row_contexts.values():
+                ctx.getIntegrator().step(max(1, 5 // k))
+        for _ in range(args.repeats):
+            for key, row_contexts in rows.items():
+                torch.set_num_threads(key[1])
+                for row, (ctx, steps, k) in row_contexts.items():
+                    samples[key][row].append(timing.time_steps(ctx, steps).wall_ms / k)
+                samples[key]["model"].append(timing.time_model_calls(mixed.region_model, region, args.steps).wall_ms)
     print(f"{name}: {molecular_system.n_atoms} atoms, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-          f"load average {os.getloadavg()[0]:.1f}; median ms per inner step (model: per call)")
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}, load average {os.getloadavg()[0]:.1f}; "
+          "median ms per inner step (model: per call)")
     print("openmm x torch threads | " + " | ".join(f"{row:>10s}" for row in ("mm", "torchforce", "mts", "model"))
           + " | mts/mm speed")
     for key, rows_ in samples.items():

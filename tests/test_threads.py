@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import openmm
 import pytest
 import torch
@@ -45,3 +49,14 @@ def test_free_energy_contexts_follow_the_same_rule(monkeypatch):
     context = create_context(system, openmm.VerletIntegrator(0.001), protocol)
     assert context.getPlatform().getPropertyValue(context, "Threads") == "2"
     assert torch.get_num_threads() == 1
+
+
+def test_import_sets_passive_waiting_with_a_short_spin():
+    """``import mlmm`` sets GNU OpenMP's wait policy and spin before torch loads, unless the user set them."""
+    code = "import os, mlmm; print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    default = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    assert default.stdout.split() == ["PASSIVE", "10000"]
+    environment["GOMP_SPINCOUNT"] = "0"
+    chosen = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    assert chosen.stdout.split() == ["PASSIVE", "0"]
