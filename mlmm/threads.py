@@ -10,8 +10,8 @@ GPU platforms leave PyTorch's setting alone (the model runs on the GPU).
 
 On a machine whose cores this run has to itself, ``MLMM_TORCH_THREADS=2`` is faster: while
 the ML force is evaluated OpenMM's threads sleep, and the model's matrix products (oneDNN)
-split over two cores. With the short spin ``import mlmm`` gives PyTorch's waiting threads
-(``GOMP_SPINCOUNT=10000``) an MTS outer step of toluene-water took 8.1-8.9 ms against
+split over two cores. With the short spin that ``import mlmm`` gives PyTorch's waiting
+threads (``GOMP_SPINCOUNT=10000``), an MTS outer step of toluene-water took 8.1-8.9 ms against
 10.1-10.8 ms with one thread (2 cores, five benchmark runs each, 2026-12-07). With another
 busy process on the same two cores the second thread waits for a core at every product: one
 model call took 29.4 ms against 4.5 ms (``scripts/profile_threads.py``), hence the default.
