@@ -85,7 +85,6 @@ class _Layer(torch.nn.Module):
     def __init__(self, linear, gelu: bool):
         super().__init__()
         self.register_buffer("weight", linear.weight.detach().clone())
-        self.register_buffer("weight_t", self.weight.t().contiguous())
         self.register_buffer("bias", linear.bias.detach().clone())
         self.gelu = bool(gelu)
         self.packed = []
@@ -96,26 +95,25 @@ class _Layer(torch.nn.Module):
             columns = constant_inputs.shape[1]
             self.bias = (constant_inputs.double() @ self.weight[:, :columns].double().t() + self.bias.double()).float()
             self.weight = self.weight[:, columns:].contiguous()
-            self.weight_t = self.weight.t().contiguous()
             self.packed = []
 
     def weights_for(self, x: Tensor) -> List[Tensor]:
         """``[W, W^T]`` for products with ``x``: oneDNN's reordered copies on the CPU without autograd
-        (which cannot differentiate through them), the weights themselves otherwise."""
+        (which cannot differentiate through them), otherwise the weight and its transposed view."""
         if not x.is_cpu or torch.is_grad_enabled():
-            return [self.weight, self.weight_t]
+            return [self.weight, self.weight.t()]
         if len(self.packed) == 0:
             self.packed = [torch.ops.mkldnn._reorder_linear_weight(self.weight, None),
-                           torch.ops.mkldnn._reorder_linear_weight(self.weight_t, None)]
+                           torch.ops.mkldnn._reorder_linear_weight(self.weight.t().contiguous(), None)]
         return self.packed
 
     @torch.jit.export
-    def __getstate__(self) -> tuple[Tensor, Tensor, Tensor, bool, bool]:
-        return self.weight, self.weight_t, self.bias, self.gelu, self.training
+    def __getstate__(self) -> tuple[Tensor, Tensor, bool, bool]:
+        return self.weight, self.bias, self.gelu, self.training
 
     @torch.jit.export
-    def __setstate__(self, state: tuple[Tensor, Tensor, Tensor, bool, bool]) -> None:
-        self.weight, self.weight_t, self.bias, self.gelu, self.training = state
+    def __setstate__(self, state: tuple[Tensor, Tensor, bool, bool]) -> None:
+        self.weight, self.bias, self.gelu, self.training = state
         self.packed = []
 
 
