@@ -1,23 +1,33 @@
 """Integrators for difference splitting: the MM force field every inner step, the ML correction every k.
 
-The potential of an ML/MM system is split into two force groups (:mod:`mlmm.forcegroups`)::
+The potential of an ML/MM system is split into force groups (:mod:`mlmm.forcegroups`)::
 
-    U = U_MM(all)                                   MM_FAST: every inner step dt
+    U = U_MM(all) - U_MM,reciprocal(all)                       MM_FAST: every inner step dt
       + lambda * [E_ML(region) + E_coupling - E_MM(region)]    ML_SLOW: every outer step k*dt
+      + U_MM,reciprocal(all)                                   MM_SLOW: every outer step k*dt
 
-The fast group keeps the complete MM force field, region included, so the stiff bond and
-angle vibrations of the region are integrated at the inner step by the cheap MM terms; the
-slow group holds only the smooth difference between ML and MM, which is expensive to
-evaluate but varies slowly. With ``k = 1`` the ordinary single-step integrators are used.
+The fast group keeps the MM force field, region included, so the stiff bond and angle
+vibrations of the region are integrated at the inner step by the cheap MM terms; the slow
+groups hold the smooth difference between ML and MM, which is expensive to evaluate but
+varies slowly, and the reciprocal space of the MM Coulomb sum (the PME mesh), the smoothest
+MM term, which multiple time stepping in MD codes commonly evaluates at the outer step. With
+``k = 1`` the ordinary single-step integrators are used and every group is evaluated every
+step.
 
 - ``ensemble="nvt"``: ``LangevinMiddleIntegrator`` (k = 1) or, for k > 1,
   :class:`MTSLangevinMiddleIntegrator`: BAOAB-RESPA (the thermostat acts at every inner
-  step) with OpenMM's native ``LangevinMiddleIntegrator`` for the inner steps. With a
-  barostat (``constant_pressure=True``) OpenMM's ``MTSLangevinIntegrator`` is used instead
-  (see the class for why).
+  step) with OpenMM's native ``LangevinMiddleIntegrator`` for the inner steps, and both slow
+  groups evaluated together, once per outer step. With a barostat (``constant_pressure=True``)
+  OpenMM's ``MTSLangevinIntegrator`` is used instead (see the class for why).
 - ``ensemble="nve"``: ``VerletIntegrator`` (k = 1) or ``MTSIntegrator`` (velocity-Verlet
   RESPA, Tuckerman, Berne and Martyna, J. Chem. Phys. 97, 1990 (1992)), which is
   symplectic and time reversible, so its total energy shows no systematic drift.
+
+OpenMM's ``MTSIntegrator`` and ``MTSLangevinIntegrator`` kick with each group in a step of its
+own, and a step finds the forces of the previous one valid only for the same group: per outer
+step they evaluate the ML correction once, the reciprocal space twice and the fast group k + 1
+times (counted at k = 2), where :class:`MTSLangevinMiddleIntegrator` evaluates them once, once
+and k times.
 
 Every integrator advances time by the outer step ``k * inner_timestep`` per ``step(1)``.
 """
@@ -31,7 +41,7 @@ import openmm
 import openmm.unit as u
 
 from .errors import InputError, StabilityWarning
-from .forcegroups import ML_SLOW, MM_FAST
+from .forcegroups import ML_SLOW, MM_FAST, MM_SLOW, SLOW_GROUPS
 from .units import value_in
 
 #: Default inner (MM) time step in fs and MTS factor k, chosen from the stability study
@@ -47,7 +57,7 @@ LONGEST_STABLE_OUTER_TIMESTEP_FS = 4.0
 
 #: ensembles :func:`make_integrator` understands (a barostat, added to the System, makes NVT into NPT)
 ENSEMBLES = ("nvt", "nve")
-_ALLOWED_GROUPS = (MM_FAST, ML_SLOW)
+_ALLOWED_GROUPS = (MM_FAST, ML_SLOW, MM_SLOW)
 _MAX_SEED = 2**31 - 2
 
 
@@ -91,7 +101,8 @@ def make_integrator(
         raise InputError(f"seed = {seed!r} must be an integer in 0..{_MAX_SEED} or None (random).")
 
     k = int(mts_factor)
-    groups = [(ML_SLOW, 1), (MM_FAST, k)]
+    # ML_SLOW outermost: its kick closes an outer step last, so the next one opens with it cached
+    groups = [(ML_SLOW, 1), (MM_SLOW, 1), (MM_FAST, k)]
     if ensemble == "nve":
         if k == 1:
             return openmm.VerletIntegrator(dt_ps)
@@ -115,10 +126,13 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
 
     One ``step(1)`` is an outer step of ``k * inner_timestep``::
 
-        kick(ML_SLOW, outer/2)  [LangevinMiddle step of MM_FAST, inner_timestep] x k  kick(ML_SLOW, outer/2)
+        kick(slow, outer/2)  [LangevinMiddle step of MM_FAST, inner_timestep] x k  kick(slow, outer/2)
 
-    The kicks ``v += (k dt / 2) f_slow / m`` (then velocity constraints) are a one-line
-    ``CustomIntegrator`` with step size 0, so they move neither positions nor time. This is
+    The kicks ``v += (k dt / 2) f_slow / m`` (then velocity constraints), with ``f_slow`` the
+    forces of both slow groups (ML_SLOW and MM_SLOW, evaluated together: the kick's integration
+    force groups), are a one-line ``CustomIntegrator`` with step size 0, so they move neither
+    positions nor time. The closing kick's forces are still valid for the next opening kick,
+    so the slow groups are evaluated once per outer step. This is
     the dynamics of OpenMM's ``MTSLangevinIntegrator`` (the same positions for the same
     noise), with LangevinMiddle's convention for the velocities: they are offset by half a
     fast kick, ``v - (dt/2) f_fast/m``, just as LangevinMiddle's are from velocity Verlet's.
@@ -135,9 +149,10 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
     ``MTSLangevinIntegrator`` when ``constant_pressure=True``.
 
     The context's step count advances by k + 2 per outer step (every sub-integrator
-    counts); :func:`mlmm.run` keeps its own count of outer steps. ``setIntegrationForceGroups``
-    sets the groups seen between steps (by the energy minimizer and reporters); the inner
-    steps always integrate MM_FAST.
+    counts); :func:`mlmm.run` keeps its own count of outer steps. Between steps the current
+    sub-integrator is a third one that never steps: ``setIntegrationForceGroups`` sets its
+    groups, those the energy minimizer sees (all by default); the inner steps always integrate
+    MM_FAST and the kicks the slow groups.
     """
 
     def __init__(self, temperature_k: float, friction_per_ps: float, inner_timestep_ps: float, k: int):
@@ -149,11 +164,15 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
         inner.setIntegrationForceGroups({MM_FAST})
         kick = openmm.CustomIntegrator(0.0)
         kick.addGlobalVariable("half_outer", 0.5 * self.k * inner_timestep_ps)
-        kick.addComputePerDof("v", f"v + half_outer*f{ML_SLOW}/m")
+        # "f": the forces of the integration force groups, all slow groups in one evaluation
+        # (a CustomIntegrator step cannot combine f1 and f2, and two steps would evaluate twice)
+        kick.setIntegrationForceGroups(set(SLOW_GROUPS))
+        kick.addComputePerDof("v", "v + half_outer*f/m")
         kick.addConstrainVelocities()
         self._inner_index = self.addIntegrator(inner)
         self._kick_index = self.addIntegrator(kick)
-        self.setCurrentIntegrator(self._kick_index)
+        self._between_index = self.addIntegrator(openmm.CustomIntegrator(0.0))
+        self.setCurrentIntegrator(self._between_index)
 
     @property
     def inner(self) -> openmm.LangevinMiddleIntegrator:
@@ -169,6 +188,7 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
             super().step(self.k)
             self.setCurrentIntegrator(self._kick_index)
             super().step(1)
+        self.setCurrentIntegrator(self._between_index)
 
     def getStepSize(self):
         """The outer step, k times the inner step."""
@@ -177,18 +197,18 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
     def setRandomNumberSeed(self, seed: int) -> None:
         """Seed the Langevin noise of the inner steps.
 
-        The kick takes the same seed: the Reference platform seeds one process-wide generator
-        from every sub-integrator as the Context is created, and a kick left at seed 0 would
-        reseed it at random after the inner integrator.
+        The other sub-integrators take the same seed: the Reference platform seeds one
+        process-wide generator from every sub-integrator as the Context is created, and one left
+        at seed 0 would reseed it at random after the inner integrator.
         """
-        self.inner.setRandomNumberSeed(seed)
-        self.getIntegrator(self._kick_index).setRandomNumberSeed(seed)
+        for index in range(self.getNumIntegrators()):
+            self.getIntegrator(index).setRandomNumberSeed(seed)
 
     def getRandomNumberSeed(self) -> int:
         return self.inner.getRandomNumberSeed()
 
     def setIntegrationForceGroups(self, groups) -> None:
-        self.getIntegrator(self._kick_index).setIntegrationForceGroups(groups)
+        self.getIntegrator(self._between_index).setIntegrationForceGroups(groups)
 
 
 def warn_if_outer_timestep_unstable(inner_timestep_ps: float, mts_factor: int) -> None:
@@ -216,11 +236,11 @@ def warn_if_outer_timestep_unstable(inner_timestep_ps: float, mts_factor: int) -
 
 
 def check_force_groups(system: openmm.System) -> None:
-    """Raise :class:`InputError` unless every force is in ``MM_FAST`` or ``ML_SLOW``.
+    """Raise :class:`InputError` unless every force is in ``MM_FAST``, ``ML_SLOW`` or ``MM_SLOW``.
 
-    The MTS integrators evaluate only those two groups: a force in any other group would be
-    silently ignored by them. A ``NonbondedForce`` may send its reciprocal space to either
-    group (or follow its own group, -1).
+    The MTS integrators evaluate only those groups: a force in any other group would be
+    silently ignored by them. A ``NonbondedForce`` may send its reciprocal space to any of
+    them (or follow its own group, -1).
     """
     problems = []
     for index, force in enumerate(system.getForces()):
@@ -233,16 +253,18 @@ def check_force_groups(system: openmm.System) -> None:
                 problems.append(f"{label} has its reciprocal space in force group {reciprocal}")
     if problems:
         raise InputError(
-            "; ".join(problems) + f". Only groups MM_FAST = {MM_FAST} (complete MM force field) and "
-            f"ML_SLOW = {ML_SLOW} (ML correction) are integrated; use mlmm.splitting.assign_force_groups."
+            "; ".join(problems) + f". Only groups MM_FAST = {MM_FAST} (MM force field), ML_SLOW = {ML_SLOW} "
+            f"(ML correction) and MM_SLOW = {MM_SLOW} (MM reciprocal space) are integrated; use "
+            "mlmm.splitting.assign_force_groups."
         )
 
 
 def assign_force_groups(system: openmm.System, ml_forces=()) -> openmm.System:
-    """Put the forces with indices ``ml_forces`` in ``ML_SLOW`` and every other force in ``MM_FAST``.
+    """Put the forces with indices ``ml_forces`` in ``ML_SLOW`` and every other force in ``MM_FAST``,
+    except the reciprocal space of those NonbondedForces, which goes to ``MM_SLOW``.
 
-    A NonbondedForce's reciprocal space follows its force. Changes ``system`` in place and
-    returns it; ``check_force_groups(system)`` passes afterwards.
+    The reciprocal space of a NonbondedForce in ``ML_SLOW`` follows its force. Changes
+    ``system`` in place and returns it; ``check_force_groups(system)`` passes afterwards.
     """
     n_forces = system.getNumForces()
     slow = set()
@@ -253,7 +275,7 @@ def assign_force_groups(system: openmm.System, ml_forces=()) -> openmm.System:
     for index, force in enumerate(system.getForces()):
         force.setForceGroup(ML_SLOW if index in slow else MM_FAST)
         if isinstance(force, openmm.NonbondedForce):
-            force.setReciprocalSpaceForceGroup(-1)
+            force.setReciprocalSpaceForceGroup(-1 if index in slow else MM_SLOW)
     return system
 
 

@@ -48,7 +48,7 @@ def main() -> None:
                              {"Threads": str(args.threads)})
     context.setPositions(molecular_system.positions)
     region = _whole_region_positions(mixed, molecular_system.positions, "cpu")
-    mm = functools.partial(timing.evaluate, context, forcegroups.group_mask(forcegroups.MM_FAST))
+    mm = functools.partial(timing.evaluate, context, forcegroups.group_mask(*forcegroups.MM_GROUPS))
     work = {"empty": functools.partial(timing.evaluate, context, 0),
             "TorchForce": functools.partial(timing.evaluate, context, forcegroups.group_mask(ml_group)),
             "model": functools.partial(timing.model_call, mixed.region_model, region)}

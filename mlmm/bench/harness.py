@@ -410,7 +410,7 @@ def ml_force_in_own_group(mixed) -> int:
     """
     from ..embedding.mixed import ML_FORCE_NAME
 
-    ml_group = max(forcegroups.MM_FAST, forcegroups.ML_SLOW) + 1
+    ml_group = max(*forcegroups.MM_GROUPS, *forcegroups.SLOW_GROUPS) + 1
     for force in mixed.system.getForces():
         if force.getName() == ML_FORCE_NAME:
             force.setForceGroup(ml_group)
@@ -428,12 +428,12 @@ def _breakdown(mixed, positions, platform, properties, settings) -> tuple[dict[s
     """
     from ..embedding.mixed import MM_REGION_FORCE_NAME
 
-    groups = {"mm": forcegroups.MM_FAST, "ml_torchforce": ml_force_in_own_group(mixed),
-              "mm_region": forcegroups.ML_SLOW}
+    groups = {"mm": forcegroups.MM_GROUPS, "ml_torchforce": (ml_force_in_own_group(mixed),),
+              "mm_region": (forcegroups.ML_SLOW,)}
     has_region_force = any(f.getName() == MM_REGION_FORCE_NAME for f in mixed.system.getForces())
     context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), platform, properties)
     context.setPositions(positions)
-    masks = {"empty": 0, **{name: forcegroups.group_mask(group) for name, group in groups.items()}}
+    masks = {"empty": 0, **{name: forcegroups.group_mask(*group) for name, group in groups.items()}}
     if not has_region_force:
         del masks["mm_region"]
     device = _device(platform)

@@ -9,7 +9,7 @@ what mlmm's TorchForce path (:mod:`mlmm.ml_force`) saves.
 
 :func:`create_host_copy_system` gives the same physics as
 :func:`mlmm.embedding.mixed.create_mixed_system` with mechanical embedding: the complete MM
-force field in :data:`~mlmm.forcegroups.MM_FAST`, and in :data:`~mlmm.forcegroups.ML_SLOW`
+force field in :data:`~mlmm.forcegroups.MM_FAST` and :data:`~mlmm.forcegroups.MM_SLOW`, and in :data:`~mlmm.forcegroups.ML_SLOW`
 ``lambda_ml * E_ML(region)`` (here the PythonForce) plus the same ``MMRegion`` forces
 subtracting ``lambda_ml * E_MM(region)``. Units: nm, kJ/mol, kJ/mol/nm.
 """

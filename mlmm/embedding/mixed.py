@@ -1,8 +1,9 @@
 """Create an ML/MM System from a MolecularSystem: the public entry point of the embedding.
 
 ``create_mixed_system`` leaves the complete MM force field in place (force group
-:data:`~mlmm.forcegroups.MM_FAST`) and adds forces in group :data:`~mlmm.forcegroups.ML_SLOW`
-with the summed energy::
+:data:`~mlmm.forcegroups.MM_FAST`, its reciprocal space in :data:`~mlmm.forcegroups.MM_SLOW`:
+:func:`mlmm.splitting.assign_force_groups`) and adds forces in group
+:data:`~mlmm.forcegroups.ML_SLOW` with the summed energy::
 
     lambda_ml * (ml - mm_region)
 
@@ -43,6 +44,7 @@ from ..ml_force import create_ml_module, create_torch_force
 from ..molecular_system import MolecularSystem
 from ..potentials import PotentialPlugin, load_plugin
 from ..regions import bonds_cut_by, resolve_region
+from ..splitting import assign_force_groups
 from ..torch_geometry import central_atom
 from . import LAMBDA_ML
 from .link_atoms import LinkAtoms, create_linked_module, link_atoms_for, ml_coordinates, redistributed_charges
@@ -75,7 +77,7 @@ class MixedSystem:
     def energy_terms(self, context: openmm.Context) -> dict[str, float]:
         """Energies (kJ/mol) of the current state: ``mm``, ``ml``, ``mm_region``, ``ml_correction``.
 
-        ``mm`` is the complete MM force field (fast group), ``ml`` the ML region energy (with the
+        ``mm`` is the complete MM force field (groups MM_FAST and MM_SLOW), ``ml`` the ML region energy (with the
         electrostatic coupling when that embedding is used), ``mm_region`` the MM energy of the
         region alone, ``ml_correction`` the slow group, lambda * (ml - mm_region). ``ml`` comes
         from dU/dlambda of the slow group, so it is known at every lambda. With an ensemble
@@ -85,7 +87,7 @@ class MixedSystem:
         state = context.getState(getEnergy=True, getParameterDerivatives=True, groups=slow)
         mm_region = self.mm_region_energy(context)
         terms = {
-            "mm": _group_energy(context, forcegroups.MM_FAST),
+            "mm": _group_energy(context, *forcegroups.MM_GROUPS),
             "ml": state.getEnergyParameterDerivatives()[LAMBDA_ML] + mm_region,
             "mm_region": mm_region,
             "ml_correction": state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
@@ -232,9 +234,7 @@ def create_mixed_system(
     model_options = dict(model_options or {})
     region_model = plugin.create_model(model_numbers.tolist(), total_charge, **model_options)
 
-    system = _copy_system(molecular_system.system)
-    for force in system.getForces():
-        force.setForceGroup(forcegroups.MM_FAST)
+    system = assign_force_groups(_copy_system(molecular_system.system))
     periodic = system.usesPeriodicBoundaryConditions()
     anchor = central_atom(torch.as_tensor(molecular_system.positions[indices]))
     if embedding == "mechanical" and links is None:
@@ -318,8 +318,8 @@ def _copy_system(system: openmm.System) -> openmm.System:
     return copy.deepcopy(system)
 
 
-def _group_energy(context: openmm.Context, group: int) -> float:
-    state = context.getState(getEnergy=True, groups=forcegroups.group_mask(group))
+def _group_energy(context: openmm.Context, *groups: int) -> float:
+    state = context.getState(getEnergy=True, groups=forcegroups.group_mask(*groups))
     return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
 
 

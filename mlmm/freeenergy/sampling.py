@@ -24,7 +24,7 @@ import openmm.unit as u
 
 from ..embedding import LAMBDA_ML
 from ..errors import InputError, SimulationError
-from ..forcegroups import ML_SLOW
+from ..forcegroups import ML_SLOW, groups_in
 from ..platforms import get_platform
 from ..threads import configure_torch_threads
 from ..torchscript_execution import unoptimized_torchscript
@@ -107,7 +107,7 @@ def integration_groups(system: openmm.System, state) -> set[int] | None:
     """
     if getattr(state, "lambda_ml", None) != 0.0:
         return None
-    groups = {force.getForceGroup() for force in system.getForces()}
+    groups = groups_in(system)
     return groups - {ML_SLOW} if ML_SLOW in groups else None
 
 

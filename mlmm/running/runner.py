@@ -44,7 +44,7 @@ import openmm.unit as u
 from .. import __version__
 from ..atomic_io import write_text_atomic
 from ..errors import InputError, SimulationError
-from ..forcegroups import ML_SLOW, MM_FAST
+from ..forcegroups import ML_SLOW, MM_GROUPS
 from ..molecular_system import MolecularSystem
 from ..torchscript_execution import unoptimized_torchscript
 from ..units import KB_KJ_PER_MOL_K
@@ -180,9 +180,9 @@ def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress
         integrator = context.getIntegrator()
         if prepared.mixed is not None:
             # relax the MM environment first at MM cost: the minimizer evaluates only the integration groups
-            integrator.setIntegrationForceGroups({MM_FAST})
+            integrator.setIntegrationForceGroups(set(MM_GROUPS))
             _minimize(context, config, "minimizing (MM)", progress, config.minimize_max_iterations)
-            integrator.setIntegrationForceGroups({MM_FAST, ML_SLOW})
+            integrator.setIntegrationForceGroups({*MM_GROUPS, ML_SLOW})
             _minimize(context, config, "minimizing (ML/MM)", progress, _ml_iterations(config.minimize_max_iterations))
         else:
             _minimize(context, config, "minimizing", progress, config.minimize_max_iterations)
