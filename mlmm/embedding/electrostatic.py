@@ -3,7 +3,7 @@
 The ML model predicts geometry-dependent atomic charges ``q_ML`` for the region (AIMNet2 does).
 Inside the coupling cutoff ``r_c`` they replace the region's fixed MM charges ``q_MM`` in the
 Coulomb interaction with the environment's MM charges ``q_j``. The complete MM force field
-(PME) stays in the fast force group, so the embedding adds the *difference*::
+(PME) stays in the MM force groups, so the embedding adds the *difference*::
 
     E_coupling = k_e * sum_i sum_j (q_ML,i - q_MM,i) * q_j * f(r_ij)
     f(r) = 1/r - 1/r_c + (r - r_c) / r_c**2     for r < r_c, else 0    (shifted force)

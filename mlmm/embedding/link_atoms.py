@@ -22,7 +22,7 @@ MM side (:mod:`mlmm.embedding.mm_region`, unchanged): the MM energy subtracted i
 region alone, i.e. only terms whose atoms all lie in the region; every bond, angle, torsion and
 nonbonded exception that involves an outside atom, the cut bond Q1-M1 included, stays MM.
 
-Electrostatic embedding (the coupling term only; the complete MM force field in the fast group is
+Electrostatic embedding (the coupling term only; the complete MM force field in the MM groups is
 not modified): M1's MM charge is removed from the coupling and redistributed in equal parts onto
 its M2 atoms, the atoms bonded to M1 outside the region (and not themselves M1 atoms), so the
 environment's total charge is conserved (:func:`redistributed_charges`). M1 itself takes no part in
