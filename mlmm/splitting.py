@@ -1,4 +1,4 @@
-"""Integrators for difference splitting: the MM force field every inner step, the ML correction every k.
+"""Integrators for difference splitting: the MM force field every inner step, the ML correction (and the PME mesh) every k.
 
 The potential of an ML/MM system is split into force groups (:mod:`mlmm.forcegroups`)::
 
@@ -145,7 +145,7 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
 
     Not for constant pressure: a ``MonteCarloBarostat`` evaluates the energy of the current
     integrator's integration force groups, which during the inner steps are MM_FAST only,
-    so its volume moves would ignore the ML correction. :func:`make_integrator` uses
+    so its volume moves would ignore the ML correction and the PME mesh. :func:`make_integrator` uses
     ``MTSLangevinIntegrator`` when ``constant_pressure=True``.
 
     The context's step count advances by k + 2 per outer step (every sub-integrator
