@@ -304,25 +304,30 @@ def test_native_mts_langevin_follows_mts_langevin_integrator_with_the_pme_mesh_s
 
 
 def test_mts_langevin_evaluates_the_slow_groups_once_per_outer_step(water):
-    """The slow groups are evaluated together, once per outer step: the closing kick's forces
-    serve the next opening kick. Counted by a zero PythonForce in ML_SLOW beside the PME mesh
-    in MM_SLOW (two kicks of their own would evaluate ML_SLOW twice per outer step)."""
+    """The slow groups are evaluated together, once per outer step (the closing kick's forces
+    serve the next opening kick), the fast group once per inner step. Counted by a PythonForce
+    of zero force in each group (a kick per slow group would evaluate one of them twice)."""
     system, positions, velocities = water
-    calls = []
+    calls = {MM_FAST: 0, ML_SLOW: 0, MM_SLOW: 0}
 
-    def count(state):
-        calls.append(1)
-        return 0.0, np.zeros((system.getNumParticles(), 3))
+    def counter(group):
+        def count(state):
+            calls[group] += 1
+            return 0.0, np.zeros((system.getNumParticles(), 3))
+
+        force = openmm.PythonForce(count)
+        force.setForceGroup(group)
+        return force
 
     counted = openmm.XmlSerializer.clone(system)
-    counter = openmm.PythonForce(count)
-    counter.setForceGroup(ML_SLOW)
-    counted.addForce(counter)
+    for group in calls:
+        counted.addForce(counter(group))
     integrator = make_integrator(inner_timestep=0.002, mts_factor=2, seed=3)
     context = reference_context(counted, integrator, positions, velocities)
     integrator.step(10)
     del context
-    assert len(calls) == 11  # the first opening kick, then one per closing kick
+    # the first opening kick, then one per closing kick; k = 2 inner steps per outer step
+    assert calls == {MM_FAST: 20, ML_SLOW: 11, MM_SLOW: 11}
 
 
 @pytest.mark.parametrize("k", [1, 4])
