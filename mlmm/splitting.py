@@ -1,4 +1,4 @@
-"""Integrators for difference splitting: the MM force field every inner step, the ML correction (and the PME mesh) every k.
+"""Integrators for difference splitting: MM every inner step, the ML correction and the PME mesh every k.
 
 The potential of an ML/MM system is split into force groups (:mod:`mlmm.forcegroups`)::
 
