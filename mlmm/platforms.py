@@ -14,6 +14,8 @@ from .errors import InputError
 #: platforms whose precision can be chosen; Reference is always double, CPU always single/mixed
 GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
 KNOWN_PLATFORMS = ("Reference", "CPU", *GPU_PLATFORMS)
+#: platforms that run on the host's cores, where OpenMM's threads and PyTorch's share them
+CPU_PLATFORMS = ("CPU", "Reference")
 
 
 def available_platforms() -> list[str]:

@@ -24,10 +24,10 @@ import os
 import torch
 
 from .errors import InputError
+from .platforms import CPU_PLATFORMS
 
 #: environment variable that sets PyTorch's intra-op threads for mlmm simulations
 TORCH_THREADS_VARIABLE = "MLMM_TORCH_THREADS"
-_CPU_PLATFORMS = ("CPU", "Reference")
 
 
 def configure_torch_threads(platform_name: str) -> int:
@@ -41,6 +41,6 @@ def configure_torch_threads(platform_name: str) -> int:
         if count < 1:
             raise InputError(f"{TORCH_THREADS_VARIABLE}={requested!r} must be a positive whole number of threads.")
         torch.set_num_threads(count)
-    elif platform_name in _CPU_PLATFORMS:
+    elif platform_name in CPU_PLATFORMS:
         torch.set_num_threads(1)
     return torch.get_num_threads()

@@ -30,13 +30,13 @@ from contextlib import contextmanager
 
 import torch
 
-_CPU_PLATFORMS = ("CPU", "Reference")
+from .platforms import CPU_PLATFORMS
 
 
 @contextmanager
 def unoptimized_torchscript(platform_name: str):
     """Run the body with TorchScript's graph-executor optimisations off when ``platform_name`` is a CPU platform."""
-    if platform_name not in _CPU_PLATFORMS:
+    if platform_name not in CPU_PLATFORMS:
         yield
         return
     with torch.jit.optimized_execution(False):
