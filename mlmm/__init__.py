@@ -14,8 +14,9 @@ __version__ = "0.1.0"
 # PyTorch's OpenMP threads spin while they wait; sharing cores with OpenMM's threads that made
 # one AIMNet2 call 10-20x slower on a busy 2-core machine. Passive waiting avoids it. A short
 # spin before sleeping (GNU OpenMP's GOMP_SPINCOUNT; none under PASSIVE unless set) keeps a
-# second PyTorch thread awake between the matrix products of one model call, which makes
-# MLMM_TORCH_THREADS=2 pay (mlmm.threads); it costs nothing with the default single thread.
+# second PyTorch thread awake between the matrix products of one model call, which makes a
+# second thread pay on idle cores (mlmm.threads picks the count by timing); it costs nothing
+# with a single thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 

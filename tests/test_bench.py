@@ -44,6 +44,7 @@ def test_report_is_well_formed(tiny_report):
     assert set(report) == {"machine", "settings", "systems"}
     assert report["machine"]["openmm_cpu_threads"] == 1 and report["machine"]["torch_threads"] == 1
     (entry,) = report["systems"].values()
+    assert entry["torch_threads"] == {"setting": 1, "used_at_end": 1, "probes": []}
     assert entry["n_atoms"] > entry["region_atoms"] == 15
     assert list(entry["rows"]) == list(ROWS)
     dt = report["settings"]["inner_timestep"]
@@ -161,6 +162,8 @@ def test_the_work_before_each_timed_call_is_called_and_not_timed():
 @pytest.mark.parametrize("options, named", [
     ({"steps": 0}, "steps = 0"), ({"repeats": 2.5}, "repeats = 2.5"), ({"rows": ("mm", "fast")}, "rows"),
     ({"threads": 0}, "threads = 0"), ({"inner_timestep": -0.002}, "inner_timestep = -0.002"),
+    ({"torch_threads": 0}, "torch_threads = 0 must be an integer >= 1, 'auto' or None"),
+    ({"torch_threads": "many"}, "torch_threads = 'many'"),
     ({"platform": "Quantum"}, "platform = 'Quantum' is not available here; available: Reference, CPU"),
     ({"embedding": "quantum"}, "embedding = 'quantum' is unknown; choose one of mechanical, electrostatic"),
     ({"embedding": "electrostatic", "rows": ("mm", "pythonforce")},
@@ -179,6 +182,9 @@ def test_cli_refuses_bad_input_before_working(tmp_path, capsys):
     assert "xyz" in capsys.readouterr().err
     assert main(["bench", "--model-option", "member", "--no-progress"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--torch-threads", "0", "--no-progress"])
+    assert "--torch-threads '0' must be a positive whole number of threads or 'auto'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -244,3 +250,26 @@ def test_a_row_whose_dynamics_blow_up_is_named(toluene_water):
                                  minimize_iterations=0)
     with pytest.raises(SimulationError, match="the mm row on toluene-water"):
         benchmark_system(toluene_water, settings, "toluene-water")
+
+
+def test_auto_threads_probe_the_mts_dynamics_and_run_every_row_with_the_choice(toluene_water_dir, monkeypatch):
+    """The default ``torch_threads="auto"`` with two OpenMM threads: one probe of the mts row, both counts timed."""
+    from mlmm.bench.harness import resolve_system
+    from mlmm.threads import TORCH_THREADS_VARIABLE
+
+    monkeypatch.delenv(TORCH_THREADS_VARIABLE, raising=False)
+    before = torch.get_num_threads()
+    _, molecular_system = resolve_system(toluene_water_dir)
+    settings = BenchmarkSettings(rows=("mm", "mts", "model"), steps=2, repeats=1, warmup=1, minimize_iterations=0,
+                                 platform="CPU", threads=2)
+    assert settings.torch_threads == "auto"
+    try:
+        result = benchmark_system(molecular_system, settings, "toluene-water")
+    finally:
+        torch.set_num_threads(before)
+    threads = result.torch_threads
+    assert threads["setting"] == "auto" and len(threads["probes"]) >= 1
+    probe = threads["probes"][0]
+    assert set(probe["ms_per_step"]) == {1, 2} and probe["chosen"] in (1, 2)
+    assert threads["used_at_end"] == threads["probes"][-1]["chosen"]
+    assert result.rows["mts"]["ms_per_step"] > 0

@@ -56,6 +56,7 @@ from ..errors import InputError, SimulationError
 from ..molecular_system import MolecularSystem
 from ..platforms import GPU_PLATFORMS, available_platforms, get_platform, platform_problem
 from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR, assign_force_groups, make_integrator
+from ..threads import AUTO, TorchThreadTuner, torch_thread_tuner
 from ..torchscript_execution import unoptimized_torchscript
 from . import timing
 from .host_copy import HOST_COPY_EMBEDDINGS, create_host_copy_system
@@ -76,10 +77,11 @@ class BenchmarkSettings:
     outer steps, rounded up), ``steps`` calls per block of the model row; ``repeats`` blocks
     per row; ``warmup`` inner steps (and model calls) before timing, which also absorb the
     TorchScript profiling runs. ``threads``: OpenMM CPU threads (None: OpenMM's default, all
-    cores); ``torch_threads``: PyTorch intra-op threads during the run (None: left as they
-    are). The default of 1 is the fastest measured on a shared 2-core machine: with two,
-    PyTorch's spinning OpenMP threads compete with OpenMM's and other processes' threads and
-    a model call became 15 times slower.
+    cores); ``torch_threads``: PyTorch intra-op threads during the run, a count, ``"auto"``
+    (the default: after the warm-up a probe of the ML/MM dynamics picks the fastest count,
+    as ``mlmm run`` does, see :mod:`mlmm.threads`; the ``mts`` row's timed blocks step
+    through the same tuner, so any later probe is part of its time) or None (left as they
+    are).
     """
 
     steps: int = 20
@@ -91,7 +93,7 @@ class BenchmarkSettings:
     friction: float = 1.0
     platform: str | None = None  # None: CUDA when present, else CPU
     threads: int | None = None
-    torch_threads: int | None = 1
+    torch_threads: int | str | None = AUTO
     model: str = "aimnet2"
     model_options: dict = field(default_factory=dict)
     region: str = "ligand"
@@ -114,10 +116,10 @@ class BenchmarkSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 problems.append(f"{name} = {value!r} must be an integer >= 0")
-        for name in ("threads", "torch_threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                problems.append(f"{name} = {value!r} must be an integer >= 1 or None")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            problems.append(f"threads = {self.threads!r} must be an integer >= 1 or None")
+        if self.torch_threads not in (None, AUTO) and (not isinstance(self.torch_threads, int) or self.torch_threads < 1):
+            problems.append(f"torch_threads = {self.torch_threads!r} must be an integer >= 1, {AUTO!r} or None")
         if not isinstance(self.model_options, dict):
             problems.append(f"model_options = {self.model_options!r} must be a dict of the plugin's options")
         unknown = [row for row in self.rows if row not in ROWS]
@@ -185,10 +187,10 @@ def resolve_system(spec: str | Path, progress: bool = False) -> tuple[str, Molec
 
 
 @contextlib.contextmanager
-def torch_threads(count: int | None):
-    """Run the block with ``count`` PyTorch intra-op threads (unchanged when None), then restore them."""
+def torch_threads(count: int | str | None):
+    """Run the block with ``count`` PyTorch intra-op threads (unchanged when None or ``"auto"``), then restore them."""
     before = torch.get_num_threads()
-    if count is not None:
+    if isinstance(count, int):
         torch.set_num_threads(int(count))
     try:
         yield
@@ -210,6 +212,7 @@ class SystemBenchmark:
     breakdown_ms_per_evaluation: dict[str, float] = field(default_factory=dict)
     breakdown_cpu_ms_per_evaluation: dict[str, float] = field(default_factory=dict)
     consistency: dict[str, float] = field(default_factory=dict)
+    torch_threads: dict = field(default_factory=dict)  # setting, the count used at the end, each probe
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -223,9 +226,9 @@ class _Row:
         self.steps_per_block = steps_per_block
         self.inner_steps_per_step = inner_steps_per_step
 
-    def time_block(self) -> timing.Timing:
-        """Time per inner step over one block."""
-        per_step = timing.time_steps(self.context, self.steps_per_block)
+    def time_block(self, advance=None) -> timing.Timing:
+        """Time per inner step over one block, stepped by ``advance(integrator, steps)`` if given."""
+        per_step = timing.time_steps(self.context, self.steps_per_block, advance)
         return timing.Timing(*(value / self.inner_steps_per_step for value in per_step))
 
 
@@ -246,8 +249,10 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
     positions = _minimized_positions(molecular_system, platform, properties, settings.minimize_iterations)
     result = SystemBenchmark(name, molecular_system.n_atoms, int(len(mixed.region)) if mixed else 0, platform.getName())
 
-    samples, result.consistency = _time_rows(molecular_system, mixed, positions, platform, properties, settings,
-                                             name, progress)
+    samples, result.consistency, threads = _time_rows(molecular_system, mixed, positions, platform, properties,
+                                                      settings, name, progress)
+    result.torch_threads = {"setting": settings.torch_threads, "used_at_end": threads.threads,
+                            "probes": [asdict(probe) for probe in threads.probes]}
     k = settings.mts_factor
     for row in settings.rows:
         value = timing.median(sample.wall_ms for sample in samples[row])
@@ -272,9 +277,9 @@ def benchmark_system(molecular_system: MolecularSystem, settings: BenchmarkSetti
 def _time_rows(molecular_system, mixed, positions, platform, properties, settings, name, progress):
     """Create each row's Context, compare the two ML paths, warm up, then time interleaved rounds.
 
-    Returns the timings of every row (one :class:`~mlmm.bench.timing.Timing` per round) and
-    the TorchForce/PythonForce comparison (empty unless both rows are timed). The Contexts
-    are freed on return.
+    Returns the timings of every row (one :class:`~mlmm.bench.timing.Timing` per round), the
+    TorchForce/PythonForce comparison (empty unless both rows are timed) and PyTorch's thread
+    tuner (:func:`_settled_thread_tuner`). The Contexts are freed on return.
     """
     say = progress.set_postfix_str if progress is not None else (lambda text: None)
     device = _device(platform)
@@ -309,7 +314,7 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
         say("comparing TorchForce and PythonForce")
         consistency = compare_forces(rows["torchforce"].context, rows["pythonforce"].context)
 
-    region_positions = after_mm = None
+    region_positions = after_mm = mm_context = None
     if "model" in settings.rows:
         region_positions = _whole_region_positions(mixed, positions, device)
         mixed.region_model.to(device)
@@ -325,22 +330,49 @@ def _time_rows(molecular_system, mixed, positions, platform, properties, setting
         if region_positions is not None:
             for _ in range(max(settings.warmup, 3)):
                 timing.model_call(mixed.region_model, region_positions)
+        say("choosing PyTorch's threads")
+        threads, probed = _settled_thread_tuner(rows, mm_context, settings, name)
 
         samples: dict[str, list[timing.Timing]] = {row: [] for row in settings.rows}
         for repeat in range(settings.repeats):
             for row in settings.rows:
                 say(f"round {repeat + 1}/{settings.repeats}: {row}")
+                threads.apply()
                 if row == "model":
                     samples[row].append(timing.time_model_calls(mixed.region_model, region_positions, settings.steps,
                                                                 before=after_mm))
                 else:
                     with _dynamics_of(row, name):
-                        samples[row].append(rows[row].time_block())
+                        samples[row].append(rows[row].time_block(threads.step if row == probed else None))
                 if progress is not None:
                     progress.update(1)
     for row, timed in rows.items():
         _check_finite(timed.context, row, name)
-    return samples, consistency
+    return samples, consistency, threads
+
+
+#: the dynamics rows whose speed depends on PyTorch's threads, in the order one is picked to probe
+_ML_DYNAMICS_ROWS = ("mts", "torchforce", "pythonforce")
+
+
+def _settled_thread_tuner(rows: dict, mm_context, settings: BenchmarkSettings,
+                          name: str) -> tuple[TorchThreadTuner, str | None]:
+    """PyTorch's thread tuner for the timed rounds and the row it steps (None without an ML/MM dynamics row).
+
+    With a choice of counts (``torch_threads="auto"`` on the CPU platform) it is settled by a
+    whole probe of that row's dynamics, the first of :data:`_ML_DYNAMICS_ROWS` timed; every
+    row then runs with the chosen count, and that row's timed blocks step through the tuner
+    as ``mlmm run`` does, later probes included.
+    """
+    requested = torch.get_num_threads() if settings.torch_threads is None else settings.torch_threads
+    probed = next((row for row in _ML_DYNAMICS_ROWS if row in rows), None)
+    context = rows[probed].context if probed else mm_context or next(iter(rows.values())).context
+    tuner = torch_thread_tuner(context, requested)
+    if probed is not None:
+        with _dynamics_of(probed, name):
+            tuner.tune(context.getIntegrator())
+            timing.finish(context)
+    return tuner, probed
 
 
 def compare_forces(context_a: openmm.Context, context_b: openmm.Context,

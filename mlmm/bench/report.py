@@ -33,7 +33,7 @@ ROW_LABELS = {
 }
 
 
-def machine_info(platform_name: str, threads: int | None, torch_threads: int | None) -> dict:
+def machine_info(platform_name: str, threads: int | None, torch_threads: int | str | None) -> dict:
     """The hardware, load and software versions that the timings depend on."""
     import openmm
     import torch
@@ -102,7 +102,19 @@ def markdown_table(report: dict) -> str:
         for source, ratios in (("wall time", entry["ratios"]), ("CPU time", entry["ratios_cpu"])):
             cells = [_format(ratios.get(key)) for key in _RATIO_NAMES]
             lines.append(f"| {name} | {source} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, entry in report["systems"].items():
+        lines.append(f"{name}: {thread_summary(entry.get('torch_threads', {}))}")
     return "\n".join(lines)
+
+
+def thread_summary(threads: dict) -> str:
+    """One line on PyTorch's threads of a system's rows: the setting, the count used, each probe's timings."""
+    text = f"PyTorch threads {threads.get('setting')}, {threads.get('used_at_end')} used"
+    for probe in threads.get("probes", []):
+        timings = ", ".join(f"{count}: {ms:.2f}" for count, ms in probe["ms_per_step"].items())
+        text += f"; probe ms per integrator step {timings} -> {probe['chosen']}"
+    return text
 
 
 _RATIO_NAMES = ("mts_vs_mm", "torchforce_vs_mm", "torchforce_vs_pythonforce", "bridge_overhead_fraction",

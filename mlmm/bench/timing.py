@@ -50,11 +50,18 @@ def finish(context: openmm.Context) -> None:
     context.getState(getPositions=True)
 
 
-def time_steps(context: openmm.Context, steps: int) -> Timing:
-    """Time per integrator step over ``steps`` steps of ``context``'s integrator."""
+def time_steps(context: openmm.Context, steps: int, advance=None) -> Timing:
+    """Time per integrator step over ``steps`` steps of ``context``'s integrator.
+
+    ``advance(integrator, steps)``, if given, takes the steps (a
+    :meth:`mlmm.threads.TorchThreadTuner.step`); by default ``integrator.step``.
+    """
     integrator = context.getIntegrator()
     clock = _Clock()
-    integrator.step(int(steps))
+    if advance is None:
+        integrator.step(int(steps))
+    else:
+        advance(integrator, int(steps))
     finish(context)
     return clock.per(steps)
 

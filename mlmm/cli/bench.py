@@ -23,6 +23,17 @@ from .common import check_plot_suffix, parse_model_options
 QUICK = {"steps": 10, "repeats": 3, "warmup": 3, "minimize_iterations": 50}
 
 
+def torch_threads_argument(text: str) -> int | str:
+    """``--torch-threads``: a positive count or ``auto``."""
+    from ..errors import InputError
+    from ..threads import parse_torch_threads
+
+    try:
+        return parse_torch_threads(text, f"--torch-threads {text!r}")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers) -> None:
     from ..bench.harness import DEFAULT_MTS_FACTOR, DEFAULT_SYSTEMS, ROWS
     from ..embedding import EMBEDDINGS
@@ -53,8 +64,9 @@ def register(subparsers) -> None:
     parser.add_argument("--embedding", choices=EMBEDDINGS, help="embedding of the ML/MM rows (default mechanical)")
     parser.add_argument("--platform", help="OpenMM platform (default: CUDA when present, else CPU)")
     parser.add_argument("--threads", type=int, help="OpenMM CPU platform threads (default: OpenMM's)")
-    parser.add_argument("--torch-threads", type=int,
-                        help="PyTorch intra-op threads (default 1: fastest on a shared CPU)")
+    parser.add_argument("--torch-threads", type=torch_threads_argument, metavar="N|auto",
+                        help="PyTorch intra-op threads (default auto: a probe of the ML/MM dynamics picks the "
+                             "fastest count, see mlmm.threads)")
     parser.add_argument("--minimize-iterations", type=int, help="MM minimization before timing (default 200; quick 50)")
     parser.add_argument("--no-progress", action="store_false", dest="progress", help="no progress display")
     parser.set_defaults(handler=handle)

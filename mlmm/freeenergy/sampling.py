@@ -26,7 +26,7 @@ from ..embedding import LAMBDA_ML
 from ..errors import InputError, SimulationError
 from ..forcegroups import ML_SLOW, groups_in
 from ..platforms import get_platform
-from ..threads import configure_torch_threads
+from ..threads import TorchThreadTuner, torch_thread_tuner
 from ..torchscript_execution import unoptimized_torchscript
 
 #: 1 bar nm^3 per particle in kJ/mol (p V term of the reduced potential)
@@ -63,17 +63,18 @@ class SwitchingWork:
     steps: int
 
 
-def create_context(system: openmm.System, integrator: openmm.Integrator, protocol) -> openmm.Context:
-    """A Context on ``protocol.platform`` using ``protocol.threads`` OpenMM CPU threads.
+def create_context(system: openmm.System, integrator: openmm.Integrator,
+                   protocol) -> tuple[openmm.Context, TorchThreadTuner]:
+    """A Context on ``protocol.platform`` using ``protocol.threads`` OpenMM CPU threads, and its thread tuner.
 
-    PyTorch's intra-op threads (a TorchForce on the CPU) follow :mod:`mlmm.threads`, as in
-    ``mlmm run``: one on a CPU platform, where more would only wait for the cores OpenMM's
-    threads hold, unless ``MLMM_TORCH_THREADS`` says otherwise.
+    Step the dynamics through the tuner: PyTorch's intra-op threads (a TorchForce on the
+    CPU) follow :mod:`mlmm.threads` as in ``mlmm run``, at most as many as OpenMM's, so a task
+    with the default single OpenMM thread gives PyTorch one.
     """
     platform = get_platform(protocol.platform)
     properties = {"Threads": str(protocol.threads)} if protocol.platform == "CPU" else {}
-    configure_torch_threads(protocol.platform)
-    return openmm.Context(system, integrator, platform, properties)
+    context = openmm.Context(system, integrator, platform, properties)
+    return context, torch_thread_tuner(context)
 
 
 def _prepare(leg, protocol, seed: int):
@@ -145,14 +146,14 @@ def sample_window(leg, index: int, protocol, seed: int, n_snapshots: int = 0) ->
     groups = integration_groups(system, states[index])
     if groups is not None:
         integrator.setIntegrationForceGroups(groups)
-    context = create_context(system, integrator, protocol)
+    context, threads = create_context(system, integrator, protocol)
     with unoptimized_torchscript(context.getPlatform().getName()):
         _set_coordinates(context, leg.positions, leg.box_vectors)
         states[index].apply_to_context(context)
         if protocol.minimization_steps:
             openmm.LocalEnergyMinimizer.minimize(context, 10.0, protocol.minimization_steps)
         context.setVelocitiesToTemperature(protocol.temperature * u.kelvin, seed)
-        integrator.step(protocol.equilibration_steps)
+        threads.step(integrator, protocol.equilibration_steps)
 
         beta = 1.0 / protocol.kT
         has_derivative = _reports_derivative(system, LAMBDA_ML)
@@ -162,7 +163,7 @@ def sample_window(leg, index: int, protocol, seed: int, n_snapshots: int = 0) ->
         dudl = np.empty(n) if has_derivative else None
         snapshots = []
         for sample in range(n):
-            integrator.step(protocol.steps_per_sample)
+            threads.step(integrator, protocol.steps_per_sample)
             current = context.getState(getPositions=sample in keep, getParameterDerivatives=has_derivative)
             if has_derivative:
                 dudl[sample] = current.getEnergyParameterDerivatives()[LAMBDA_ML]
@@ -204,7 +205,7 @@ def switch(leg, direction: str, snapshots: list, protocol, seed: int) -> Switchi
         timestep=protocol.timestep * u.picosecond,
     )
     integrator.setRandomNumberSeed(seed)
-    context = create_context(system, integrator, protocol)
+    context, threads = create_context(system, integrator, protocol)
     work = np.empty(len(snapshots))
     with unoptimized_torchscript(context.getPlatform().getName()):
         for i, (positions, box) in enumerate(snapshots):
@@ -212,7 +213,7 @@ def switch(leg, direction: str, snapshots: list, protocol, seed: int) -> Switchi
             start_state.apply_to_context(context)
             integrator.reset()
             context.setVelocitiesToTemperature(protocol.temperature * u.kelvin, seed + i + 1)
-            integrator.step(protocol.neq_steps)
+            threads.step(integrator, protocol.neq_steps)
             work[i] = integrator.get_protocol_work(dimensionless=True)
             _check_finite(work[i], leg, f"the {direction} switching work of trajectory {i}")
     return SwitchingWork(leg.name, direction, work, time.perf_counter() - t0, len(snapshots) * protocol.neq_steps)

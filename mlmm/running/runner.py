@@ -79,6 +79,7 @@ class RunResult:
     wall_seconds: float  # production stretch of this call
     ns_per_day: float  # production speed of this call
     platform: str
+    torch_threads: int  # PyTorch's intra-op threads at the end (mlmm.threads chooses them by timing)
 
 
 def run(config: RunConfig, molecular_system: MolecularSystem | None = None, overwrite: bool = False,
@@ -192,7 +193,7 @@ def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress
               dynamic_ncols=True) as bar:
         while done < total:
             chunk = min(_EQUILIBRATION_CHUNK, total - done)
-            _advance(context, chunk, "equilibration", None)
+            _advance(prepared, chunk, "equilibration", None)
             done += chunk
             state = context.getState(getEnergy=True)
             _check_stable(state, prepared, config, f"equilibration step {done}", None)
@@ -240,7 +241,7 @@ def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_st
     try:
         while step < total:
             target = min(total, *(_next_multiple(step, n) for n in intervals))
-            _advance(context, target - step, f"steps {step}-{target}", folder)
+            _advance(prepared, target - step, f"steps {step}-{target}", folder)
             step = target
             context.setStepCount(step)  # outer steps; an MTS integrator's sub-integrators each count their own
             frame_due = trajectory is not None and step % config.trajectory_interval == 0
@@ -269,13 +270,13 @@ def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_st
     wall = time.perf_counter() - started
     _write_final_pdb(folder / FINAL_PDB, prepared, periodic)
     return RunResult(folder, step, step * config.outer_timestep, start_step, wall,
-                     _ns_per_day(step - start_step, config, wall), prepared.platform_name)
+                     _ns_per_day(step - start_step, config, wall), prepared.platform_name, prepared.threads.threads)
 
 
 # ---------------------------------------------------------------------- helpers
-def _advance(context: openmm.Context, n_steps: int, where: str, folder: Path | None) -> None:
+def _advance(prepared: PreparedRun, n_steps: int, where: str, folder: Path | None) -> None:
     try:
-        context.getIntegrator().step(n_steps)
+        prepared.advance(n_steps)
     except openmm.OpenMMException as exc:
         raise SimulationError(f"the simulation failed during {where}: {exc}. {_advice(folder)}") from None
 

@@ -21,7 +21,7 @@ from ..forcegroups import MM_FAST
 from ..molecular_system import MolecularSystem
 from ..regions import resolve_region
 from ..splitting import assign_force_groups, check_force_groups, make_integrator
-from ..threads import configure_torch_threads
+from ..threads import TorchThreadTuner, torch_thread_tuner
 from .config import RECIPE_SUFFIXES, RunConfig
 
 
@@ -34,6 +34,11 @@ class PreparedRun:
     context: openmm.Context
     mixed: object | None  # mlmm.embedding.MixedSystem, or None for pure MM
     degrees_of_freedom: int
+    threads: TorchThreadTuner  # steps the integrator with PyTorch's fastest thread count
+
+    def advance(self, steps: int) -> None:
+        """Advance the dynamics by ``steps`` (outer) steps."""
+        self.threads.step(self.integrator, steps)
 
     @property
     def integrator(self) -> openmm.Integrator:
@@ -86,11 +91,11 @@ def prepare(config: RunConfig, molecular_system: MolecularSystem) -> PreparedRun
             barostat.setRandomNumberSeed(config.seed + 1)  # 0 would mean "random" to OpenMM
         system.addForce(barostat)
     context = _create_context(system, config)
-    configure_torch_threads(context.getPlatform().getName())
+    threads = torch_thread_tuner(context)
     context.setPositions(molecular_system.positions)
     if system.usesPeriodicBoundaryConditions():
         context.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
-    return PreparedRun(molecular_system, system, context, mixed, _degrees_of_freedom(system))
+    return PreparedRun(molecular_system, system, context, mixed, _degrees_of_freedom(system), threads)
 
 
 def _create_context(system: openmm.System, config: RunConfig) -> openmm.Context:

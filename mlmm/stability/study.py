@@ -17,7 +17,7 @@ from ..atomic_io import write_text_atomic
 from ..errors import InputError, SimulationError
 from ..platforms import get_platform
 from ..splitting import make_integrator
-from ..threads import configure_torch_threads
+from ..threads import torch_thread_tuner
 from ..torchscript_execution import unoptimized_torchscript
 from ..units import KB_KJ_PER_MOL_K
 from .progress import ConfigurationProgress, load_progress, remove_progress
@@ -132,18 +132,19 @@ class _ConfigurationRun:
         self.progress, self.progress_path, self.save_every_s = progress, progress_path, save_every_s
         self.saved_at = time.monotonic()
         self.bar = None  # a tqdm bar of simulated ps, set by run_configuration
+        self.threads = None  # the TorchThreadTuner of the current Context, set by _context
 
     def _context(self, ensemble: str, seed: int | None = None) -> openmm.Context:
         integrator = make_integrator(TEMPERATURE_K, 1.0, self.inner_ps, self.config.k, ensemble, seed)
         context = openmm.Context(self.system, integrator, get_platform(self.platform))
-        configure_torch_threads(self.platform)
+        self.threads = torch_thread_tuner(context)  # steps this Context's dynamics (mlmm.threads)
         return context
 
     def _advance(self, context: openmm.Context, stage: str, **state_fields) -> openmm.State:
         """One sample interval of dynamics; the state after it, checked for NaN and explosions."""
         with unoptimized_torchscript(self.platform):
             try:
-                context.getIntegrator().step(self.report_steps)
+                self.threads.step(context.getIntegrator(), self.report_steps)
             except openmm.OpenMMException as exc:
                 raise SimulationError(f"{stage}: {str(exc).split('.')[0]}") from None
             state = context.getState(getEnergy=True, **state_fields)
