@@ -80,8 +80,9 @@ def torch_thread_tuner(context: openmm.Context, requested: int | str | None = No
     """The tuner for dynamics of ``context``, with PyTorch's thread count set to its first candidate.
 
     ``requested``: a count, :data:`AUTO`, or None for ``MLMM_TORCH_THREADS``. On a GPU
-    platform PyTorch's own setting is kept; on the Reference platform (one thread) and for
-    a fixed count there is one candidate and nothing to time.
+    platform PyTorch's own setting is kept; on the Reference platform (one thread), for a
+    System without PyTorch (pure MM) and for a fixed count there is one candidate and nothing
+    to time.
     """
     requested = requested_torch_threads() if requested is None else requested
     platform = context.getPlatform()
@@ -89,13 +90,29 @@ def torch_thread_tuner(context: openmm.Context, requested: int | str | None = No
         candidates = (int(requested),)
     elif platform.getName() not in CPU_PLATFORMS:
         candidates = (torch.get_num_threads(),)
-    elif platform.getName() == "CPU":
+    elif platform.getName() == "CPU" and runs_pytorch(context.getSystem()):
         candidates = thread_candidates(int(platform.getPropertyValue(context, "Threads")))
     else:
         candidates = (1,)
     tuner = TorchThreadTuner(candidates)
     tuner.apply()
     return tuner
+
+
+def runs_pytorch(system: openmm.System) -> bool:
+    """Whether ``system`` calls PyTorch: a ``TorchForce`` (also as a ``CustomCVForce`` variable) or a ``PythonForce``."""
+    import openmmtorch
+
+    def calls_torch(force) -> bool:
+        return openmmtorch.TorchForce.isinstance(force) or isinstance(force, openmm.PythonForce)
+
+    for force in system.getForces():
+        if calls_torch(force):
+            return True
+        if isinstance(force, openmm.CustomCVForce):
+            if any(calls_torch(force.getCollectiveVariable(i)) for i in range(force.getNumCollectiveVariables())):
+                return True
+    return False
 
 
 @dataclass

@@ -196,6 +196,7 @@ def test_run_writes_the_documented_layout(tmp_path, dipeptide):
                        trajectory_interval=25, energy_interval=10, checkpoint_interval=60)
     result = run(config, dipeptide, **QUIET)
     assert result.steps == 200 and result.started_at_step == 0 and result.platform == "Reference"
+    assert result.torch_threads is None  # pure MM: no PyTorch threads to report
     assert result.time_ps == pytest.approx(0.4)
     assert sorted(p.name for p in folder.iterdir()) == [
         "checkpoint.xml", "energies.csv", "final.pdb", "run.json", "system", "traj.h5"]

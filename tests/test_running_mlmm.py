@@ -8,6 +8,7 @@ the four-member ensemble, whose spread the CSV reports.
 from __future__ import annotations
 
 import json
+import os
 
 import mlmm  # noqa: F401  (first: torch before openmm, so OpenMM loads the openmm-torch plugin)
 import numpy as np
@@ -35,6 +36,7 @@ def water_run(tmp_path_factory, toluene_water):
 def test_mlmm_mts_run_reports_consistent_energies(water_run, toluene_water):
     folder, result = water_run
     assert result.steps == 24 and result.time_ps == pytest.approx(0.048)
+    assert 1 <= result.torch_threads <= (os.cpu_count() or 1)  # chosen by mlmm.threads, at most one per core
     record = json.loads((folder / "run.json").read_text())
     assert record["resolved"]["integrator"] == "MTSLangevinMiddleIntegrator"
     assert record["resolved"]["ml_region_atoms"] == len(toluene_water.regions["ligand"]) == 15

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import openmm
+import openmmtorch
 import pytest
 import torch
 
@@ -21,8 +22,8 @@ from mlmm.embedding.mixed import create_mixed_system
 from mlmm.freeenergy.protocol import Protocol
 from mlmm.freeenergy.sampling import create_context
 from mlmm.splitting import make_integrator
-from mlmm.threads import (AUTO, TORCH_THREADS_VARIABLE, TorchThreadTuner, requested_torch_threads, thread_candidates,
-                          torch_thread_tuner)
+from mlmm.threads import (AUTO, TORCH_THREADS_VARIABLE, TorchThreadTuner, requested_torch_threads, runs_pytorch,
+                          thread_candidates, torch_thread_tuner)
 from mlmm.torchscript_execution import unoptimized_torchscript
 
 
@@ -144,17 +145,44 @@ def test_one_candidate_is_a_fixed_count_stepped_in_one_call():
     assert dynamics.calls == [(3, 1234)] and not tuner.probes
 
 
-def test_contexts_get_candidates_up_to_openmm_threads(monkeypatch):
-    monkeypatch.delenv(TORCH_THREADS_VARIABLE, raising=False)
+class _Harmonic(torch.nn.Module):
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return (positions**2).sum()
+
+
+def one_particle_system(with_torch: bool) -> openmm.System:
+    """One particle; with a harmonic ``TorchForce`` on it when ``with_torch``."""
     system = openmm.System()
     system.addParticle(1.0)
+    if with_torch:
+        system.addForce(openmmtorch.TorchForce(torch.jit.script(_Harmonic())))
+    return system
+
+
+def test_systems_that_call_pytorch_are_recognised():
+    assert runs_pytorch(one_particle_system(with_torch=True))
+    assert not runs_pytorch(one_particle_system(with_torch=False))
+    collective = one_particle_system(with_torch=False)
+    cv = openmm.CustomCVForce("2*x")
+    cv.addCollectiveVariable("x", openmmtorch.TorchForce(torch.jit.script(_Harmonic())))
+    collective.addForce(cv)
+    assert runs_pytorch(collective)
+    host_copy = one_particle_system(with_torch=False)
+    host_copy.addForce(openmm.PythonForce(lambda state: (0.0, [[0.0, 0.0, 0.0]])))
+    assert runs_pytorch(host_copy)
+
+
+def test_contexts_get_candidates_up_to_openmm_threads(monkeypatch):
+    monkeypatch.delenv(TORCH_THREADS_VARIABLE, raising=False)
     cpu = openmm.Platform.getPlatformByName("CPU")
-    for openmm_threads, candidates in ((2, (1, 2)), (1, (1,))):
+    for openmm_threads, with_torch, candidates in ((2, True, (1, 2)), (1, True, (1,)), (2, False, (1,))):
         torch.set_num_threads(2)
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), cpu, {"Threads": str(openmm_threads)})
+        context = openmm.Context(one_particle_system(with_torch), openmm.VerletIntegrator(0.001), cpu,
+                                 {"Threads": str(openmm_threads)})
         tuner = torch_thread_tuner(context)
         assert tuner.candidates == candidates and torch.get_num_threads() == 1
-    reference = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    reference = openmm.Context(one_particle_system(True), openmm.VerletIntegrator(0.001),
+                               openmm.Platform.getPlatformByName("Reference"))
     assert torch_thread_tuner(reference).candidates == (1,)
     monkeypatch.setenv(TORCH_THREADS_VARIABLE, "3")
     assert torch_thread_tuner(reference).candidates == (3,) and torch.get_num_threads() == 3
@@ -164,8 +192,7 @@ def test_free_energy_tasks_give_torch_at_most_openmm_threads(monkeypatch):
     """A free-energy task's tuner chooses among 1 and its OpenMM thread count, starting from one."""
     monkeypatch.delenv(TORCH_THREADS_VARIABLE, raising=False)
     torch.set_num_threads(2)
-    system = openmm.System()
-    system.addParticle(1.0)
+    system = one_particle_system(with_torch=True)
     protocol = Protocol.load("smoke").replace(platform="CPU", threads=2)
     context, threads = create_context(system, openmm.VerletIntegrator(0.001), protocol)
     assert context.getPlatform().getPropertyValue(context, "Threads") == "2"

@@ -94,8 +94,10 @@ def handle(args) -> int:
             given["trajectory"] = None
         config = RunConfig(output=args.output, input=args.input, **given)
         result = run(config, overwrite=args.overwrite, progress=args.progress)
-    print(f"mlmm run: {result.folder}: step {result.steps} (t = {result.time_ps:.3f} ps) on {result.platform} "
-          f"({result.torch_threads} PyTorch thread{'s' * (result.torch_threads > 1)}), "
+    threads = ""
+    if result.torch_threads is not None:  # an ML/MM run
+        threads = f" ({result.torch_threads} PyTorch thread{'s' * (result.torch_threads > 1)})"
+    print(f"mlmm run: {result.folder}: step {result.steps} (t = {result.time_ps:.3f} ps) on {result.platform}{threads}, "
           f"{result.ns_per_day:.2f} ns/day for the {result.steps - result.started_at_step} steps of this session")
     return 0
 

@@ -79,7 +79,7 @@ class RunResult:
     wall_seconds: float  # production stretch of this call
     ns_per_day: float  # production speed of this call
     platform: str
-    torch_threads: int  # PyTorch's intra-op threads at the end (mlmm.threads chooses them by timing)
+    torch_threads: int | None  # PyTorch's intra-op threads at the end (chosen by mlmm.threads); None for pure MM
 
 
 def run(config: RunConfig, molecular_system: MolecularSystem | None = None, overwrite: bool = False,
@@ -270,7 +270,8 @@ def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_st
     wall = time.perf_counter() - started
     _write_final_pdb(folder / FINAL_PDB, prepared, periodic)
     return RunResult(folder, step, step * config.outer_timestep, start_step, wall,
-                     _ns_per_day(step - start_step, config, wall), prepared.platform_name, prepared.threads.threads)
+                     _ns_per_day(step - start_step, config, wall), prepared.platform_name,
+                     None if prepared.mixed is None else prepared.threads.threads)
 
 
 # ---------------------------------------------------------------------- helpers
