@@ -171,7 +171,7 @@ class TorchThreadTuner:
     probes: list[Probe] = field(default_factory=list)
 
     def __post_init__(self):
-        self.candidates = tuple(int(count) for count in self.candidates)
+        self.candidates = tuple(sorted({int(count) for count in self.candidates}))
         if not self.candidates or min(self.candidates) < 1:
             raise InputError(f"thread candidates {self.candidates!r} must be one or more positive counts.")
         self.threads = self.candidates[0]
@@ -180,11 +180,6 @@ class TorchThreadTuner:
         self._samples: dict[int, list[float]] = {}  # s per step of each candidate's timed blocks
         self._warmup_s: list[float] = []  # s per step of the first probe's warm-up steps
         self._probe_now = len(self.candidates) > 1
-
-    @property
-    def probing(self) -> bool:
-        """Whether a probe is under way (its blocks continue in the next :meth:`step` calls)."""
-        return bool(self._plan)
 
     def apply(self) -> None:
         """Set PyTorch's intra-op threads to the current count."""
