@@ -175,11 +175,10 @@ class TorchThreadTuner:
         if not self.candidates or min(self.candidates) < 1:
             raise InputError(f"thread candidates {self.candidates!r} must be one or more positive counts.")
         self.threads = self.candidates[0]
-        self._reference_s = None  # s per step of the chosen count in the last probe
         self._plan: list[list] = []  # probe blocks to run: [threads, steps (None: size at start), timed]
         self._samples: dict[int, list[float]] = {}  # s per step of each candidate's timed blocks
         self._warmup_s: list[float] = []  # s per step of the first probe's warm-up steps
-        self._probe_now = len(self.candidates) > 1
+        self._probe_now = True  # before the first step (never with one candidate: see _probe_due)
 
     def apply(self) -> None:
         """Set PyTorch's intra-op threads to the current count."""
@@ -202,6 +201,14 @@ class TorchThreadTuner:
                 self._probe_block(integrator, available=1 << 62)
 
     # ------------------------------------------------------------------ internals
+    @property
+    def _reference_s(self) -> float | None:
+        """Seconds per step of the chosen count in the last probe; None before the first."""
+        if not self.probes:
+            return None
+        last = self.probes[-1]
+        return 1e-3 * last.ms_per_step[last.chosen]
+
     def _probe_due(self) -> bool:
         if len(self.candidates) == 1:
             return False
@@ -238,7 +245,6 @@ class TorchThreadTuner:
         medians = {count: statistics.median(self._samples[count]) for count in self.candidates}
         fastest = min(medians.values())
         self.threads = next(count for count in self.candidates if medians[count] <= fastest * (1 + self.tolerance))
-        self._reference_s = medians[self.threads]
         self.apply()
         self.probes.append(Probe(self.clock(), {count: 1e3 * value for count, value in medians.items()}, self.threads))
 
