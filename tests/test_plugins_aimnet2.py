@@ -159,8 +159,9 @@ def test_dense_implementation_on_a_gpu_equals_the_cpu(molecules):
     with torch.no_grad():
         on_gpu = gpu_model(torch.tensor(xyz, device="cuda"))
     assert {value.device.type for value in on_gpu.values()} == {"cuda"}
-    assert float(on_gpu["energy"]) == pytest.approx(float(on_cpu["energy"]), abs=0.02)  # of 1e5-1e7 kJ/mol
-    np.testing.assert_allclose(on_gpu["forces"].cpu().numpy(), cpu_forces.numpy(), atol=0.01)  # kJ/mol/nm
+    # float32 rounding, summed in another order by the GPU's kernels
+    assert float(on_gpu["energy"]) == pytest.approx(float(on_cpu["energy"]), abs=0.1)  # of 6e5 kJ/mol
+    np.testing.assert_allclose(on_gpu["forces"].cpu().numpy(), cpu_forces.numpy(), atol=0.05)  # of 6e3 kJ/mol/nm
     np.testing.assert_allclose(on_gpu["charges"].cpu().numpy(), on_cpu["charges"].numpy(), atol=1e-5)
 
 
