@@ -125,6 +125,15 @@ class Probe:
 
 
 @dataclass
+class _ProbeBlock:
+    """A probe block still to run: ``steps`` left with ``threads`` (None: sized at its start), timed or a warm-up."""
+
+    threads: int
+    steps: int | None
+    timed: bool
+
+
+@dataclass
 class TorchThreadTuner:
     """Steps an integrator with the PyTorch intra-op thread count that is fastest now.
 
@@ -175,7 +184,7 @@ class TorchThreadTuner:
         if not self.candidates or min(self.candidates) < 1:
             raise InputError(f"thread candidates {self.candidates!r} must be one or more positive counts.")
         self.threads = self.candidates[0]
-        self._plan: list[list] = []  # probe blocks to run: [threads, steps (None: size at start), timed]
+        self._plan: list[_ProbeBlock] = []  # the running probe's blocks still to run
         self._samples: dict[int, list[float]] = {}  # s per step of each candidate's timed blocks
         self._warmup_s: list[float] = []  # s per step of the first probe's warm-up steps
         self._probe_now = True  # before the first step (never with one candidate: see _probe_due)
@@ -214,24 +223,23 @@ class TorchThreadTuner:
             return False
         return self._probe_now or self.clock() - self.probes[-1].ended_s >= self.reprobe_seconds
 
-    def _probe_plan(self) -> list[list]:
+    def _probe_plan(self) -> list[_ProbeBlock]:
         self._probe_now = False
         self._samples = {count: [] for count in self.candidates}
-        warmups = [[count, 1, False] for count in self.candidates] if self._reference_s is None else []
-        timed = [[count, None, True] for _ in range(self.rounds) for count in self.candidates]
+        warmups = [_ProbeBlock(count, 1, False) for count in self.candidates] if self._reference_s is None else []
+        timed = [_ProbeBlock(count, None, True) for _ in range(self.rounds) for count in self.candidates]
         return warmups + timed
 
     def _probe_block(self, integrator, available: int) -> int:
         block = self._plan[0]
-        count, steps, timed = block
-        if steps is None:
-            steps = block[1] = self._probe_steps()
-        taken = min(steps, available)
-        self.threads = count
+        if block.steps is None:
+            block.steps = self._probe_steps()
+        taken = min(block.steps, available)
+        self.threads = block.threads
         seconds = self._timed_steps(integrator, taken)
-        (self._samples[count] if timed else self._warmup_s).append(seconds / taken)
-        block[1] = steps - taken
-        if block[1] == 0:
+        (self._samples[block.threads] if block.timed else self._warmup_s).append(seconds / taken)
+        block.steps -= taken
+        if block.steps == 0:
             self._plan.pop(0)
             if not self._plan:
                 self._choose()

@@ -17,7 +17,7 @@ from ..atomic_io import write_text_atomic
 from ..errors import InputError, SimulationError
 from ..platforms import get_platform
 from ..splitting import make_integrator
-from ..threads import torch_thread_tuner
+from ..threads import TorchThreadTuner, torch_thread_tuner
 from ..torchscript_execution import unoptimized_torchscript
 from ..units import KB_KJ_PER_MOL_K
 from .progress import ConfigurationProgress, load_progress, remove_progress
@@ -132,19 +132,19 @@ class _ConfigurationRun:
         self.progress, self.progress_path, self.save_every_s = progress, progress_path, save_every_s
         self.saved_at = time.monotonic()
         self.bar = None  # a tqdm bar of simulated ps, set by run_configuration
-        self.threads = None  # the TorchThreadTuner of the current Context, set by _context
 
-    def _context(self, ensemble: str, seed: int | None = None) -> openmm.Context:
+    def _context(self, ensemble: str, seed: int | None = None) -> tuple[openmm.Context, TorchThreadTuner]:
+        """A Context for ``ensemble`` and the tuner that steps its dynamics (:mod:`mlmm.threads`)."""
         integrator = make_integrator(TEMPERATURE_K, 1.0, self.inner_ps, self.config.k, ensemble, seed)
         context = openmm.Context(self.system, integrator, get_platform(self.platform))
-        self.threads = torch_thread_tuner(context)  # steps this Context's dynamics (mlmm.threads)
-        return context
+        return context, torch_thread_tuner(context)
 
-    def _advance(self, context: openmm.Context, stage: str, **state_fields) -> openmm.State:
+    def _advance(self, context: openmm.Context, threads: TorchThreadTuner, stage: str,
+                 **state_fields) -> openmm.State:
         """One sample interval of dynamics; the state after it, checked for NaN and explosions."""
         with unoptimized_torchscript(self.platform):
             try:
-                self.threads.step(context.getIntegrator(), self.report_steps)
+                threads.step(context.getIntegrator(), self.report_steps)
             except openmm.OpenMMException as exc:
                 raise SimulationError(f"{stage}: {str(exc).split('.')[0]}") from None
             state = context.getState(getEnergy=True, **state_fields)
@@ -167,21 +167,21 @@ class _ConfigurationRun:
         """Minimize and equilibrate (unless continuing), then sample the NVT run (temperature, bond lengths)."""
         progress = self.progress
         done = len(progress.temperatures_k)
-        context = self._context("nvt", seed + done)  # a continued run draws new Langevin noise
+        context, threads = self._context("nvt", seed + done)  # a continued run draws new Langevin noise
         if progress.stage == "start":
             context.setPositions(positions)
             with unoptimized_torchscript(self.platform):
                 openmm.LocalEnergyMinimizer.minimize(context, 10.0, minimize_iterations)
             context.setVelocitiesToTemperature(TEMPERATURE_K, seed)
             for _ in range(max(0, round(equilibration_ps / self.sample_ps))):
-                self._advance(context, "equilibration")
+                self._advance(context, threads, "equilibration")
             progress.stage = "nvt"
         else:
             progress.restore(context)
             progress.continued_at_ps.append(done * self.sample_ps)
         clock = time.monotonic()
         for index in range(done, n_nvt):
-            state = self._advance(context, f"NVT at {index * self.sample_ps:.2f} ps", getPositions=True)
+            state = self._advance(context, threads, f"NVT at {index * self.sample_ps:.2f} ps", getPositions=True)
             # counted with each sample, so that a save holds the wall time of the samples it holds
             now = time.monotonic()
             progress.nvt_elapsed_s, clock = progress.nvt_elapsed_s + now - clock, now
@@ -198,13 +198,13 @@ class _ConfigurationRun:
     def nve(self, n_nve: int) -> None:
         """Velocity-Verlet RESPA from the end of the NVT run; total energy every sample (kJ/mol)."""
         progress = self.progress
-        context = self._context("nve")
+        context, threads = self._context("nve")
         progress.restore(context)
         done = len(progress.nve_total_energies_kj_per_mol)
         if done:
             progress.continued_at_ps.append(len(progress.temperatures_k) * self.sample_ps + done * self.sample_ps)
         for _ in range(done, n_nve):
-            state = self._advance(context, "NVE")
+            state = self._advance(context, threads, "NVE")
             total = state.getPotentialEnergy() + state.getKineticEnergy()
             progress.nve_total_energies_kj_per_mol.append(total.value_in_unit(u.kilojoule_per_mole))
             self._sampled(context)
