@@ -25,9 +25,10 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # once torch is in the process. See mlmm.torch_plugin.
 import torch  # noqa: E402,F401  (import order matters)
 
-from .torch_plugin import ensure_torch_plugin  # noqa: E402
+from .torch_plugin import ensure_torch_plugin, import_openmmtorch  # noqa: E402
 
 ensure_torch_plugin()
+import_openmmtorch()
 
 from .errors import (  # noqa: E402
     InputError,

@@ -6,11 +6,37 @@ wheel ships, which the dynamic loader finds only after ``import torch``. If ``op
 imported first, those kernels are missing and any Context with a TorchForce fails with
 "does not support all required kernels". Importing :mod:`mlmm` imports torch before openmm;
 :func:`ensure_torch_plugin` turns the other order into a clear error.
+
+The ``openmmtorch`` Python module (SWIG-generated) imports the deprecated ``simtk.openmm``
+alias, which logs a deprecation warning on the root logger when first imported: every
+``mlmm`` command would print it. :func:`import_openmmtorch` imports the module without that
+one message.
 """
 
 from __future__ import annotations
 
+import logging
+
 from .errors import MlmmError
+
+
+class _SimtkAliasNotice(logging.Filter):
+    """Drops the ``simtk.openmm`` deprecation record that the alias package logs at import."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "simtk.openmm" not in record.getMessage()
+
+
+def import_openmmtorch() -> None:
+    """``import openmmtorch`` (later imports find it loaded), without the deprecation warning of the
+    ``simtk.openmm`` alias it imports."""
+    root = logging.getLogger()
+    notice = _SimtkAliasNotice()
+    root.addFilter(notice)
+    try:
+        import openmmtorch  # noqa: F401
+    finally:
+        root.removeFilter(notice)
 
 
 def torch_plugin_failures() -> list[str]:

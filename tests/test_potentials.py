@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import openmmtorch
 import pytest
 import torch
@@ -15,6 +18,16 @@ from mlmm.potentials import (ENTRY_POINT_GROUP, PotentialPlugin, check_options, 
 def test_torch_is_the_pinned_version_that_openmmtorch_needs():
     assert torch.__version__.split("+")[0] == "2.9.1"
     assert hasattr(openmmtorch, "TorchForce")
+
+
+def test_importing_mlmm_and_openmmtorch_prints_no_deprecation_notice():
+    """openmmtorch imports the deprecated simtk.openmm alias, which logs a warning to stderr at first import;
+    ``import mlmm`` imports openmmtorch without it, and other warnings still reach the root logger."""
+    script = ("import logging, mlmm, openmmtorch, simtk.openmm\n"
+              "logging.getLogger().warning('a warning of the user')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert "simtk" not in result.stderr
+    assert "a warning of the user" in result.stderr
 
 
 def test_all_four_plugins_are_found_through_entry_points():
