@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform as host_platform
+import textwrap
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -130,6 +131,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
 
     The image format follows the suffix of ``path`` (png, pdf, svg, ...).
     """
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
     systems = report["systems"]
     fig, axes = new_figure(1, len(systems), figsize=(4.8 * len(systems), 4.2), squeeze=False)
     colours = {"mm": "#4c72b0", "torchforce": "#dd8452", "mts": "#55a868", "pythonforce": "#c44e52",
@@ -143,6 +146,9 @@ def plot(report: dict, path: str | os.PathLike) -> None:
             bars[rows.index("model")].set_hatch("//")
         axis.set_yscale("log")
         axis.set_ylim(min(values) / 1.5, max(values) * 1.6)
+        axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ... written out
+        axis.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        axis.yaxis.set_minor_formatter(NullFormatter())
         ratio = entry["ratios"].get("mts_vs_mm")
         axis.set_title(f"{name} ({entry['n_atoms']} atoms)" + ("" if ratio is None else f", MTS / MM = {ratio:.2g}"),
                        fontsize=10)
@@ -156,7 +162,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     model = settings["model"] + "".join(f", {key}={value}" for key, value in settings.get("model_options", {}).items()
                                         if key != "weights")
     embedding = settings.get("embedding", "mechanical")
-    fig.suptitle(f"{machine['platform']}, {machine['usable_cores']} cores, {model}, {embedding} embedding; "
-                 f"model row: one call per {settings['inner_timestep'] * 1000:g} fs step", fontsize=9)
+    title = (f"{machine['platform']}, {machine['usable_cores']} cores, {model}, {embedding} embedding; "
+             f"model row: one call per {settings['inner_timestep'] * 1000:g} fs step")
+    fig.suptitle(textwrap.fill(title, width=75 * len(systems)), fontsize=9)  # about 75 characters fit per panel
     fig.tight_layout()
     save_figure(fig, path)
