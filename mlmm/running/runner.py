@@ -9,12 +9,15 @@ Output folder layout::
     OUT/checkpoint.xml    last checkpoint (OpenMM State with its step counter), written atomically
                           every checkpoint_interval steps and at the end
     OUT/final.pdb         the last state
+    OUT/energies.png      temperature, energies and volume against time (mlmm.running.energy_plot),
+                          drawn when a session of production ends, normally or on an unstable state
 
 Order of work: validate the whole configuration, refuse an existing folder (unless
 ``overwrite``), load the system and build the Context, and only then create the folder. A
 new run is minimized (with a model, first under the MM force field alone, which relaxes the
-solvent at MM cost, then under ML/MM), equilibrated (not reported), its clock reset to
-zero, and checkpointed at step 0. Production advances to the next report or checkpoint step at a time;
+solvent at MM cost, then under ML/MM), equilibrated (not reported; velocities drawn at the
+target temperature every :data:`VELOCITY_DRAW_INTERVAL_PS`), its clock reset to zero, and
+checkpointed at step 0. Production advances to the next report or checkpoint step at a time;
 at each stop the state is checked (every energy finite, temperature below
 :data:`EXPLOSION_TEMPERATURE_FACTOR` times the target and :data:`EXPLOSION_TEMPERATURE_FLOOR`),
 frames and rows are written, and at a checkpoint step both files are flushed to disk before
@@ -34,6 +37,7 @@ import secrets
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,7 +47,7 @@ import openmm.unit as u
 
 from .. import __version__
 from ..atomic_io import write_text_atomic
-from ..errors import InputError, SimulationError
+from ..errors import InputError, MlmmWarning, SimulationError
 from ..forcegroups import ML_SLOW, MM_GROUPS
 from ..molecular_system import MolecularSystem
 from ..torchscript_execution import unoptimized_torchscript
@@ -51,6 +55,7 @@ from ..units import KB_KJ_PER_MOL_K
 from .checkpoint import checkpoint_step, load_checkpoint, write_checkpoint
 from .config import RunConfig
 from .energies import EnergyWriter
+from .energy_plot import plot_energies
 from .setup import PreparedRun, load_input, prepare
 from .trajectory import TrajectoryWriter
 
@@ -58,10 +63,12 @@ RUN_FILE = "run.json"
 SYSTEM_FOLDER = "system"
 ENERGIES_FILE = "energies.csv"
 FINAL_PDB = "final.pdb"
+ENERGY_PLOT = "energies.png"
 #: a state hotter than max(factor * target temperature, floor) counts as exploded
 EXPLOSION_TEMPERATURE_FACTOR = 5.0
 EXPLOSION_TEMPERATURE_FLOOR = 2000.0  # K
-_EQUILIBRATION_CHUNK = 100  # steps between stability checks during equilibration
+#: ps of equilibration between two draws of the velocities at the target temperature (and stability checks)
+VELOCITY_DRAW_INTERVAL_PS = 0.1
 # The ML/MM stage of minimization follows a full MM minimization and is capped: a model's
 # float32 energy (about -7e5 kJ/mol for a small ligand, resolved to ~0.05 kJ/mol) keeps L-BFGS
 # from meeting a tight force tolerance, and it would spend its whole budget in line searches.
@@ -187,16 +194,24 @@ def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress
             _minimize(context, config, "minimizing (ML/MM)", progress, _ml_iterations(config.minimize_max_iterations))
         else:
             _minimize(context, config, "minimizing", progress, config.minimize_max_iterations)
-    context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1)
-    done, total = 0, config.equilibration_steps
+    # Velocities are drawn at the target temperature at the start and again every
+    # VELOCITY_DRAW_INTERVAL_PS of equilibration (a massive Andersen thermostat). A minimized
+    # structure takes about half of the first draw's kinetic energy into its potential energy
+    # within a fraction of a picosecond; velocity Verlet (NVE) never gives it back (an NVE run
+    # would sample near half the temperature asked for) and a Langevin thermostat only over a
+    # few 1/friction. Each draw about halves the deficit, so production starts at temperature.
+    interval = max(1, round(VELOCITY_DRAW_INTERVAL_PS / config.outer_timestep))
+    total = config.equilibration_steps
     with tqdm(total=total, unit="step", desc="equilibration", disable=not progress or total == 0,
               dynamic_ncols=True) as bar:
-        while done < total:
-            chunk = min(_EQUILIBRATION_CHUNK, total - done)
+        context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1)
+        for draw, start in enumerate(range(0, total, interval)):
+            if draw > 0:
+                context.setVelocitiesToTemperature(config.temperature * u.kelvin, config.seed + 1 + draw)
+            chunk = min(interval, total - start)
             _advance(prepared, chunk, "equilibration", None)
-            done += chunk
             state = context.getState(getEnergy=True)
-            _check_stable(state, prepared, config, f"equilibration step {done}", None)
+            _check_stable(state, prepared, config, f"equilibration step {start + chunk}", None)
             bar.update(chunk)
     context.setTime(0.0)
     context.setStepCount(0)
@@ -267,6 +282,7 @@ def _production(prepared: PreparedRun, config: RunConfig, folder: Path, start_st
         energies.close()
         if trajectory is not None:
             trajectory.close()
+        _write_energy_plot(folder, config)
     wall = time.perf_counter() - started
     _write_final_pdb(folder / FINAL_PDB, prepared, periodic)
     return RunResult(folder, step, step * config.outer_timestep, start_step, wall,
@@ -340,6 +356,18 @@ def _next_multiple(step: int, interval: int) -> int:
 
 def _ns_per_day(steps: int, config: RunConfig, seconds: float) -> float:
     return steps * config.outer_timestep * 1e-3 / seconds * 86400.0 if seconds > 0 else float("nan")
+
+
+def _write_energy_plot(folder: Path, config: RunConfig) -> None:
+    """``OUT/energies.png`` from the CSV (from two rows on). A secondary output: a failure to draw it is a
+    warning, never an error that would hide the run's own outcome."""
+    target = None if config.ensemble == "nve" else config.temperature
+    model = "MM" if config.model is None else f"{config.model}, {config.embedding} embedding, k = {config.mts_factor}"
+    title = f"{folder.name}: {model}, {config.ensemble.upper()}"
+    try:
+        plot_energies(folder / ENERGIES_FILE, folder / ENERGY_PLOT, target, title)
+    except Exception as error:  # noqa: BLE001 (any failure of matplotlib or of the file)
+        warnings.warn(f"{folder / ENERGY_PLOT} was not drawn: {error}", MlmmWarning, stacklevel=2)
 
 
 def _write_final_pdb(path: Path, prepared: PreparedRun, periodic: bool) -> None:
