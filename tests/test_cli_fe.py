@@ -62,13 +62,16 @@ def test_hydration_command_mm_only(tiny_protocol, tmp_path, capsys):
     code = main(["fe", "hydration", "--smiles", "CO", "--model", "none", "--protocol", str(tiny_protocol),
                  "--json", str(out), "-q"])
     assert code == 0
-    assert "dG_hyd in kcal/mol" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "dG_hyd in kcal/mol" in captured.out
+    assert "CO = mobley_1636752 (methanol)" in captured.err  # the SMILES was found in FreeSolv
     data = json.loads(out.read_text())
     (molecule,) = data["molecules"]
-    assert molecule["smiles"] == "CO" and molecule["experimental"] is None and molecule["dG_mlmm"] == {}
+    assert molecule["id"] == "mobley_1636752" and molecule["dG_mlmm"] == {}
+    assert molecule["experimental"]["value"] == pytest.approx(-5.10 * 4.184)
     assert set(molecule["legs"]) == {"solvent-decoupling", "vacuum-decoupling"}
     assert molecule["dG_mm"]["error"] > 0
-    assert data["statistics"]["mm"] == {"n": 0}
+    assert data["statistics"]["mm"]["n"] == 1
     assert data["protocol"]["samples_per_window"] == 10
 
 

@@ -14,6 +14,7 @@ from mlmm.errors import InputError
 from mlmm.freeenergy import (
     PRESETS, Leg, Protocol, SerializedSystem, decoupling_leg, decoupling_states, devset_ids, endstate_leg,
     endstate_states, error_statistics, freesolv_entries, freesolv_path, load_freesolv, task_seed,
+    with_freesolv_references,
 )
 from mlmm.freeenergy.states import describe_state
 
@@ -117,6 +118,22 @@ def test_freesolv_location_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("MLMM_FREESOLV")
     with pytest.raises(InputError, match="mobley_0000"):
         freesolv_entries(["mobley_0000"])
+
+
+def test_smiles_find_their_freesolv_entries(tmp_path, monkeypatch, capsys):
+    """Any SMILES of a FreeSolv molecule finds its entry (canonical SMILES), so `mlmm fe hydration
+    --smiles` compares with experiment; others stay SMILES; without a database they all do."""
+    from mlmm.cli.fe import _smiles_with_references
+
+    found = with_freesolv_references(["OC", "c1ccccc1C", "CC(C)(C)C(C)(C)C(C)(C)C(C)(C)C"])
+    assert [getattr(entry, "id", entry) for entry in found] == [
+        "mobley_1636752", "mobley_1873346", "CC(C)(C)C(C)(C)C(C)(C)C(C)(C)C"]
+    assert found[1].name == "toluene" and found[1].experimental == pytest.approx(-0.90 * 4.184)
+    monkeypatch.setenv("MLMM_FREESOLV", str(tmp_path / "missing.txt"))
+    assert _smiles_with_references(["OC"], None) == ["OC"]
+    assert "FreeSolv database not found" in capsys.readouterr().err
+    with pytest.raises(InputError, match="missing.txt"):
+        _smiles_with_references(["OC"], tmp_path / "missing.txt")
 
 
 def test_error_statistics():

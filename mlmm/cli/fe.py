@@ -158,7 +158,7 @@ def run_hydration(args: argparse.Namespace) -> int:
     _check_outputs(args)
     protocol = _protocol(args)
     if args.smiles:
-        molecules = args.smiles
+        molecules = _smiles_with_references(args.smiles, args.freesolv)
     else:
         molecules = freesolv_entries(devset_ids() if args.devset else args.freesolv_ids, args.freesolv)
     model = None if args.model.lower() == "none" else args.model
@@ -179,6 +179,26 @@ def run_hydration(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, report.to_dict())
     return 0
+
+
+def _smiles_with_references(smiles: list[str], freesolv) -> list:
+    """The SMILES, each replaced by its FreeSolv entry (experimental and GAFF values) where the
+    database has the molecule; without a database at the default places, the SMILES as given."""
+    from ..errors import InputError
+    from ..freeenergy import with_freesolv_references
+
+    try:
+        molecules = with_freesolv_references(smiles, freesolv)
+    except InputError:
+        if freesolv is not None:  # a path the user named must exist
+            raise
+        print("mlmm fe hydration: FreeSolv database not found (--freesolv or $MLMM_FREESOLV); no experimental "
+              "values to compare with.", file=sys.stderr)
+        return list(smiles)
+    found = [f"{text} = {entry.id} ({entry.name})" for text, entry in zip(smiles, molecules) if not isinstance(entry, str)]
+    if found:
+        print("mlmm fe hydration: in FreeSolv: " + "; ".join(found), file=sys.stderr)
+    return molecules
 
 
 def run_protocol(args: argparse.Namespace) -> int:

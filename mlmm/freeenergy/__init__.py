@@ -27,7 +27,14 @@ finally:
 
 from .analysis import MBARResult, NEQResult, mbar_analysis, neq_analysis  # noqa: E402
 from .endstate import endstate_correction  # noqa: E402
-from .freesolv import FreeSolvEntry, devset_ids, freesolv_entries, freesolv_path, load_freesolv  # noqa: E402
+from .freesolv import (  # noqa: E402
+    FreeSolvEntry,
+    devset_ids,
+    freesolv_entries,
+    freesolv_path,
+    load_freesolv,
+    with_freesolv_references,
+)
 from .hydration import HydrationReport, HydrationResult, error_statistics, hydration_free_energies  # noqa: E402
 from .legs import DecoupledSystemRecipe, Leg, MixedSystemRecipe, SerializedSystem, decoupling_leg, endstate_leg  # noqa: E402
 from .protocol import PRESETS, Protocol  # noqa: E402
@@ -40,5 +47,6 @@ __all__ = [
     "MLLambdaState", "MixedSystemRecipe", "NEQResult", "PRESETS", "Protocol", "SerializedSystem", "compute",
     "decoupling_leg", "decoupling_states", "devset_ids", "endstate_correction", "endstate_leg", "endstate_states",
     "error_statistics", "freesolv_entries", "freesolv_path", "hydration_free_energies", "load_freesolv",
+    "with_freesolv_references",
     "mbar_analysis", "neq_analysis", "run_legs", "task_seed",
 ]

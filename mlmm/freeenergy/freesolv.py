@@ -91,6 +91,29 @@ def freesolv_entries(ids, path: str | os.PathLike | None = None) -> list[FreeSol
     return [database[i] for i in ids]
 
 
+def canonical_smiles(smiles: str) -> str | None:
+    """RDKit's canonical isomeric SMILES of ``smiles``, or None when RDKit cannot read it."""
+    from rdkit import Chem, rdBase
+
+    with rdBase.BlockLogs():  # an unreadable SMILES is the builder's to refuse, with its own message
+        molecule = Chem.MolFromSmiles(smiles)
+    return None if molecule is None else Chem.MolToSmiles(molecule)
+
+
+def with_freesolv_references(smiles, path: str | os.PathLike | None = None) -> list[FreeSolvEntry | str]:
+    """Each SMILES as the FreeSolv entry of the same molecule (id, name, experimental and GAFF
+    values) where the database has one, else as it was.
+
+    Molecules are compared by RDKit's canonical isomeric SMILES, so ``OC`` finds methanol; a SMILES
+    without the stereochemistry of an entry does not match it. Raises :class:`InputError` when the
+    database is not found (:func:`freesolv_path`).
+    """
+    by_canonical: dict[str, FreeSolvEntry] = {}
+    for entry in load_freesolv(path).values():
+        by_canonical.setdefault(canonical_smiles(entry.smiles), entry)
+    return [by_canonical.get(canonical_smiles(text), text) for text in smiles]
+
+
 def devset_ids() -> list[str]:
     """Ids of the 10-molecule development set (``mlmm/freeenergy/data/devset.yaml``)."""
     import yaml

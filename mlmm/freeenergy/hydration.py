@@ -190,14 +190,16 @@ class HydrationReport:
     def table(self) -> str:
         """A plain-text summary in kcal/mol (the unit FreeSolv and the literature use)."""
         k = KJ_PER_KCAL
-        head = f"{'id':<16}{'name':<24}{'expt':>8}{'GAFF':>8}{'MM':>14}" + "".join(f"{e[:5] + ' ML/MM':>18}" for e in self.embeddings)
+        widths = {e: max(18, len(e) + 8) for e in self.embeddings}  # "-12.34±0.56" right-aligned under "ML/MM <embedding>"
+        head = f"{'id':<16}{'name':<24}{'expt':>8}{'GAFF':>8}{'MM':>14}" + "".join(
+            f"{'ML/MM ' + e:>{widths[e]}}" for e in self.embeddings)
         lines = ["dG_hyd in kcal/mol", head]
         for r in self.results:
             m = r.molecule
             expt = f"{m.experimental / k:8.2f}" if m.experimental is not None else f"{'-':>8}"
             gaff = f"{m.gaff / k:8.2f}" if m.gaff is not None else f"{'-':>8}"
             cells = f"{r.dG_mm['value'] / k:8.2f}±{r.dG_mm['error'] / k:<5.2f}"
-            cells += "".join(f"{v['value'] / k:12.2f}±{v['error'] / k:<5.2f}" for v in r.dG_mlmm.values())
+            cells += "".join(f"{v['value'] / k:{widths[e] - 6}.2f}±{v['error'] / k:<5.2f}" for e, v in r.dG_mlmm.items())
             flag = "" if r.converged else "  *"
             lines.append(f"{m.id:<16}{m.name[:23]:<24}{expt}{gaff}{cells}{flag}")
         for name, s in self.statistics().items():
