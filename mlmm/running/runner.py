@@ -363,7 +363,8 @@ def _write_energy_plot(folder: Path, config: RunConfig) -> None:
     warning, never an error that would hide the run's own outcome."""
     target = None if config.ensemble == "nve" else config.temperature
     model = "MM" if config.model is None else f"{config.model}, {config.embedding} embedding, k = {config.mts_factor}"
-    title = f"{folder.name}: {model}, {config.ensemble.upper()}"
+    ensemble = "NPT" if config.pressure is not None else config.ensemble.upper()
+    title = f"{folder.name}: {model}, {ensemble}"
     try:
         plot_energies(folder / ENERGIES_FILE, folder / ENERGY_PLOT, target, title)
     except Exception as error:  # noqa: BLE001 (any failure of matplotlib or of the file)
