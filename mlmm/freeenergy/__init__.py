@@ -47,6 +47,5 @@ __all__ = [
     "MLLambdaState", "MixedSystemRecipe", "NEQResult", "PRESETS", "Protocol", "SerializedSystem", "compute",
     "decoupling_leg", "decoupling_states", "devset_ids", "endstate_correction", "endstate_leg", "endstate_states",
     "error_statistics", "freesolv_entries", "freesolv_path", "hydration_free_energies", "load_freesolv",
-    "with_freesolv_references",
-    "mbar_analysis", "neq_analysis", "run_legs", "task_seed",
+    "mbar_analysis", "neq_analysis", "run_legs", "task_seed", "with_freesolv_references",
 ]

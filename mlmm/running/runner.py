@@ -199,7 +199,9 @@ def _minimize_and_equilibrate(prepared: PreparedRun, config: RunConfig, progress
     # structure takes about half of the first draw's kinetic energy into its potential energy
     # within a fraction of a picosecond; velocity Verlet (NVE) never gives it back (an NVE run
     # would sample near half the temperature asked for) and a Langevin thermostat only over a
-    # few 1/friction. Each draw about halves the deficit, so production starts at temperature.
+    # few 1/friction. Each draw about halves what the fast motions lack; the structure of a liquid
+    # relaxes more slowly (a minimized water box in NVE after the default 1 ps: 276-289 K of 300,
+    # against about 170 K after a single draw; tests/test_running.py).
     interval = max(1, round(VELOCITY_DRAW_INTERVAL_PS / config.outer_timestep))
     total = config.equilibration_steps
     with tqdm(total=total, unit="step", desc="equilibration", disable=not progress or total == 0,
