@@ -129,6 +129,7 @@ def test_smiles_find_their_freesolv_entries(tmp_path, monkeypatch, capsys):
     assert [getattr(entry, "id", entry) for entry in found] == [
         "mobley_1636752", "mobley_1873346", "CC(C)(C)C(C)(C)C(C)(C)C(C)(C)C"]
     assert found[1].name == "toluene" and found[1].experimental == pytest.approx(-0.90 * 4.184)
+    assert with_freesolv_references(["C1CC"]) == ["C1CC"]  # unreadable (an unclosed ring): matches nothing
     monkeypatch.setenv("MLMM_FREESOLV", str(tmp_path / "missing.txt"))
     assert _smiles_with_references(["OC"], None) == ["OC"]
     assert "FreeSolv database not found" in capsys.readouterr().err

@@ -108,9 +108,10 @@ def with_freesolv_references(smiles, path: str | os.PathLike | None = None) -> l
     without the stereochemistry of an entry does not match it. Raises :class:`InputError` when the
     database is not found (:func:`freesolv_path`).
     """
-    by_canonical: dict[str, FreeSolvEntry] = {}
+    by_canonical: dict[str | None, FreeSolvEntry] = {}
     for entry in load_freesolv(path).values():
         by_canonical.setdefault(canonical_smiles(entry.smiles), entry)
+    by_canonical.pop(None, None)  # an unreadable SMILES matches nothing
     return [by_canonical.get(canonical_smiles(text), text) for text in smiles]
 
 
