@@ -110,6 +110,11 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, dipeptide_dir):
     process.wait()
     stopped_at = checkpoint_step(killed)
     assert 500 <= stopped_at < total
+    # a killed run never drew its energy plot; `mlmm plot` draws it from the CSV as it stands
+    assert not (killed / "energies.png").exists()
+    assert main(["plot", str(killed)]) == 0
+    assert (killed / "energies.png").stat().st_size > 0
+    assert main(["plot", str(dipeptide_dir)]) == 2  # a system folder, not a run folder
 
     resumed = subprocess.run([sys.executable, "-m", "mlmm", "run", "--resume", "-o", str(killed), "--no-progress"],
                              env=env, capture_output=True, text=True, timeout=300)

@@ -282,6 +282,12 @@ def test_barostat_changes_the_volume(tmp_path, water_box):
     assert np.allclose(traj.unitcell_volumes[-1], volumes[-1], rtol=1e-3)
 
 
+def test_a_row_still_being_written_is_not_read(tmp_path):
+    path = tmp_path / "energies.csv"
+    path.write_text("step,time_ps,potential_kj_mol\n10,0.02,-100.5\n20,0.04,-10")
+    assert read_energies(path) == {"step": [10], "time_ps": [0.02], "potential_kj_mol": [-100.5]}
+
+
 def test_energy_plot_needs_two_rows(tmp_path):
     from mlmm.running.energy_plot import plot_energies
 

@@ -16,7 +16,7 @@ import warnings
 
 from ..errors import MlmmError, MlmmWarning
 
-SUBCOMMAND_MODULES = ("build", "models", "run", "bench", "fe", "stability")
+SUBCOMMAND_MODULES = ("build", "models", "run", "plot", "bench", "fe", "stability")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,10 +7,10 @@ killed or finished one; ``mlmm run`` is the command-line front end (mlmm.cli.run
 from .checkpoint import checkpoint_step, load_checkpoint, write_checkpoint
 from .config import RunConfig
 from .energies import EnergyWriter, read_energies
-from .runner import RunResult, resume, run
+from .runner import RunResult, plot_run, resume, run
 from .trajectory import TrajectoryWriter, read_frame_count
 
 __all__ = [
-    "RunConfig", "RunResult", "run", "resume", "checkpoint_step", "load_checkpoint", "write_checkpoint",
+    "RunConfig", "RunResult", "run", "resume", "plot_run", "checkpoint_step", "load_checkpoint", "write_checkpoint",
     "EnergyWriter", "read_energies", "TrajectoryWriter", "read_frame_count",
 ]

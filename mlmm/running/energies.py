@@ -64,13 +64,18 @@ class EnergyWriter:
 
 
 def read_energies(path: str | os.PathLike) -> dict[str, list[float]]:
-    """The columns of an energies CSV as lists of floats (``step`` as ints)."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns: dict[str, list] = {name: [] for name in reader.fieldnames or []}
-        for row in reader:
-            for name, value in row.items():
-                columns[name].append(int(value) if name == "step" else float(value))
+    """The columns of an energies CSV as lists of floats (``step`` as ints).
+
+    A last line without its newline (a row still being written by a running simulation, or cut
+    off by a crash) is left out.
+    """
+    text = Path(path).read_text()
+    complete = text if text.endswith("\n") else text[:text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(complete, newline=""))
+    columns: dict[str, list] = {name: [] for name in reader.fieldnames or []}
+    for row in reader:
+        for name, value in row.items():
+            columns[name].append(int(value) if name == "step" else float(value))
     return columns
 
 

@@ -126,10 +126,7 @@ def resume(output, steps: int | None = None, length=None, platform: str | None =
     finished run; ``platform`` and ``precision`` may differ from the first session.
     """
     folder = Path(output)
-    run_file = folder / RUN_FILE
-    if not run_file.is_file():
-        raise InputError(f"{folder} is not a run folder (no {RUN_FILE}); start a run there without --resume.")
-    saved = json.loads(run_file.read_text())["config"]
+    saved = _saved_config(folder, "start a run there without --resume")
     if steps is not None or length is not None:
         saved.update(steps=steps, length=length)
     if platform is not None:
@@ -151,6 +148,25 @@ def resume(output, steps: int | None = None, length=None, platform: str | None =
 
 
 # ---------------------------------------------------------------------- stages
+def plot_run(output) -> Path | None:
+    """Draw ``OUT/energies.png`` from the run's energies CSV as it is now: a run in progress, killed
+    or finished. Returns the path, or None while the CSV has fewer than two complete rows."""
+    folder = Path(output)
+    config = RunConfig.from_dict({**_saved_config(folder, "give the output folder of `mlmm run`"),
+                                  "output": str(folder)})
+    if not (folder / ENERGIES_FILE).is_file():
+        raise InputError(f"{folder} has no {ENERGIES_FILE} yet; production has not started.")
+    return plot_energies(folder / ENERGIES_FILE, folder / ENERGY_PLOT, *_energy_plot_labels(folder, config))
+
+
+def _saved_config(folder: Path, advice: str) -> dict:
+    """The configuration in ``folder/run.json``; :class:`InputError` with ``advice`` when there is none."""
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise InputError(f"{folder} is not a run folder (no {RUN_FILE}); {advice}.")
+    return json.loads(run_file.read_text())["config"]
+
+
 def _check_output_folder(folder: Path, overwrite: bool) -> None:
     """An existing folder is an error, unless ``overwrite`` and it is a run folder (or empty)."""
     if not folder.exists():
@@ -363,14 +379,18 @@ def _ns_per_day(steps: int, config: RunConfig, seconds: float) -> float:
 def _write_energy_plot(folder: Path, config: RunConfig) -> None:
     """``OUT/energies.png`` from the CSV (from two rows on). A secondary output: a failure to draw it is a
     warning, never an error that would hide the run's own outcome."""
+    try:
+        plot_energies(folder / ENERGIES_FILE, folder / ENERGY_PLOT, *_energy_plot_labels(folder, config))
+    except Exception as error:  # noqa: BLE001 (any failure of matplotlib or of the file)
+        warnings.warn(f"{folder / ENERGY_PLOT} was not drawn: {error}", MlmmWarning, stacklevel=2)
+
+
+def _energy_plot_labels(folder: Path, config: RunConfig) -> tuple[float | None, str]:
+    """The target temperature (K; None for NVE) and the title of the run's energy plot."""
     target = None if config.ensemble == "nve" else config.temperature
     model = "MM" if config.model is None else f"{config.model}, {config.embedding} embedding, k = {config.mts_factor}"
     ensemble = "NPT" if config.pressure is not None else config.ensemble.upper()
-    title = f"{folder.name}: {model}, {ensemble}"
-    try:
-        plot_energies(folder / ENERGIES_FILE, folder / ENERGY_PLOT, target, title)
-    except Exception as error:  # noqa: BLE001 (any failure of matplotlib or of the file)
-        warnings.warn(f"{folder / ENERGY_PLOT} was not drawn: {error}", MlmmWarning, stacklevel=2)
+    return target, f"{folder.name}: {model}, {ensemble}"
 
 
 def _write_final_pdb(path: Path, prepared: PreparedRun, periodic: bool) -> None:
@@ -384,4 +404,4 @@ def _write_final_pdb(path: Path, prepared: PreparedRun, periodic: bool) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-__all__ = ["RunResult", "run", "resume"]
+__all__ = ["RunResult", "run", "resume", "plot_run"]
