@@ -10,7 +10,8 @@
 - ``volume_nm3`` (nm^3), only when it changes (a barostat).
 
 The runner writes it as ``OUT/energies.png`` when a session of production ends, also when it
-stops on an unstable state (the plot then shows what led there).
+stops on an unstable state (the plot then shows what led there); :func:`mlmm.running.plot_run`
+(``mlmm plot OUT``) draws it at any time from the CSV as it stands.
 """
 
 from __future__ import annotations
