@@ -147,7 +147,6 @@ def resume(output, steps: int | None = None, length=None, platform: str | None =
         return _production(prepared, config, folder, start_step=step, progress=progress)
 
 
-# ---------------------------------------------------------------------- stages
 def plot_run(output) -> Path | None:
     """Draw ``OUT/energies.png`` from the run's energies CSV as it is now: a run in progress, killed
     or finished. Returns the path, or None while the CSV has fewer than two complete rows."""
@@ -167,6 +166,7 @@ def _saved_config(folder: Path, advice: str) -> dict:
     return json.loads(run_file.read_text())["config"]
 
 
+# ---------------------------------------------------------------------- stages
 def _check_output_folder(folder: Path, overwrite: bool) -> None:
     """An existing folder is an error, unless ``overwrite`` and it is a run folder (or empty)."""
     if not folder.exists():
