@@ -25,6 +25,24 @@ def new_figure(rows: int = 1, columns: int = 1, **kwargs):
     return plt.subplots(rows, columns, **kwargs)
 
 
+def plain_y_numbers(axis) -> None:
+    """Label the y ticks of ``axis`` with the numbers themselves, without matplotlib's offset or
+    scientific notation: ML/MM energies are near -1e6 kJ/mol and vary by a few kJ/mol, which would
+    otherwise read as ticks of 10-50 under an offset of ``-1.104e6``."""
+    axis.ticklabel_format(axis="y", useOffset=False, style="plain")
+
+
+def log_y_with_plain_numbers(axis) -> None:
+    """A logarithmic y axis of ``axis`` ticked at 1, 2 and 5 times each power of ten and labelled
+    as plain numbers (10, 20, 50, 100, ... rather than 2 x 10^1), minor ticks unlabelled."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    axis.set_yscale("log")
+    axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.yaxis.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write ``fig`` to ``path`` atomically (parent folders created) and close it; return the path."""
     import matplotlib.pyplot as plt

@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..atomic_io import write_text_atomic
-from ..figures import new_figure, save_figure
+from ..figures import log_y_with_plain_numbers, new_figure, save_figure
 from .harness import ROWS
 
 ROW_LABELS = {
@@ -131,8 +131,6 @@ def plot(report: dict, path: str | os.PathLike) -> None:
 
     The image format follows the suffix of ``path`` (png, pdf, svg, ...).
     """
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
-
     systems = report["systems"]
     fig, axes = new_figure(1, len(systems), figsize=(4.8 * len(systems), 4.2), squeeze=False)
     colours = {"mm": "#4c72b0", "torchforce": "#dd8452", "mts": "#55a868", "pythonforce": "#c44e52",
@@ -144,11 +142,8 @@ def plot(report: dict, path: str | os.PathLike) -> None:
         bars = axis.bar(labels, values, color=[colours[row] for row in rows])
         if "model" in rows:
             bars[rows.index("model")].set_hatch("//")
-        axis.set_yscale("log")
+        log_y_with_plain_numbers(axis)
         axis.set_ylim(min(values) / 1.5, max(values) * 1.6)
-        axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ... written out
-        axis.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-        axis.yaxis.set_minor_formatter(NullFormatter())
         ratio = entry["ratios"].get("mts_vs_mm")
         axis.set_title(f"{name} ({entry['n_atoms']} atoms)" + ("" if ratio is None else f", MTS / MM = {ratio:.2g}"),
                        fontsize=10)

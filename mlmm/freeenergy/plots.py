@@ -16,18 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import new_figure, save_figure
+from ..figures import new_figure, plain_y_numbers, save_figure
 from ..units import KJ_PER_KCAL
 
 
 def _figure(width=4.5, height=3.6):
     return new_figure(figsize=(width, height), constrained_layout=True)
-
-
-def _plain_y_numbers(ax) -> None:
-    """Tick labels as the numbers themselves: ML/MM end-state values are large (about -1e6 kJ/mol for a
-    ligand) with a spread of a few kJ/mol, which matplotlib would otherwise print as offsets (``-1.104e6``)."""
-    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
 def plot_overlap(mbar, path, title: str = "") -> Path:
@@ -54,7 +48,7 @@ def plot_dudl(mbar, path, title: str = "") -> Path:
     ax.errorbar(lambdas, mbar.dudl_mean, yerr=mbar.dudl_error, marker="o", capsize=3)
     ax.set_xlabel("lambda_ml (0 = MM, 1 = ML/MM)")
     ax.set_ylabel("<dU/dlambda> (kJ/mol)")
-    _plain_y_numbers(ax)
+    plain_y_numbers(ax)
     ax.set_title(title or f"TI {mbar.ti_dG:.1f}, MBAR {mbar.dG:.1f} ± {mbar.dG_error:.1f} kJ/mol", fontsize=9)
     return save_figure(fig, path, dpi=110)
 
@@ -77,7 +71,7 @@ def plot_convergence(mbar, path, title: str = "") -> Path:
         ax.fill_between(conv["fractions"], values - errors, values + errors, color=colour, alpha=0.25)
     ax.set_xlabel("fraction of decorrelated samples")
     ax.set_ylabel("dG (kJ/mol)")
-    _plain_y_numbers(ax)
+    plain_y_numbers(ax)
     ax.legend(fontsize=8)
     ax.set_title(title or ("converged" if mbar.converged else "not converged"), fontsize=9)
     return save_figure(fig, path, dpi=110)

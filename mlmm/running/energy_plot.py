@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..figures import new_figure, save_figure
+from ..figures import new_figure, plain_y_numbers, save_figure
 from .energies import read_energies
 
 
@@ -53,7 +53,7 @@ def plot_energies(csv_path: str | os.PathLike, path: str | os.PathLike, target_t
                          label=f"target {target_temperature:g} K")
             axis.legend(fontsize=7, loc="lower right")
         axis.set_ylabel(label, fontsize=8)
-        axis.ticklabel_format(axis="y", useOffset=False, style="plain")  # ML/MM potentials are near -1e6 kJ/mol
+        plain_y_numbers(axis)
         axis.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time (ps)")
     if title:

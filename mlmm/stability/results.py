@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from ..errors import InputError
-from ..figures import new_figure, save_figure
+from ..figures import log_y_with_plain_numbers, new_figure, save_figure
 
 #: the lengths (ps) a row was run with; rows of one configuration are comparable only if all agree
 LENGTH_KEYS = ("equilibration_ps", "nvt_ps", "nve_ps")
@@ -103,8 +103,6 @@ def plot(results: list[dict], path: str | Path) -> None:
     was measured); the deviation axis is logarithmic. The image format follows the suffix of
     ``path`` (png, pdf, svg, ...).
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     systems = list(dict.fromkeys(r["system"] for r in results))
     colors = series_colors(results)
     fig, axes = new_figure(2, len(systems), figsize=(5.2 * len(systems), 6.4), squeeze=False, sharex=True)
@@ -125,11 +123,8 @@ def plot(results: list[dict], path: str | Path) -> None:
             bond_axis.plot([r["outer_fs"] for r in failed],
                            [1e3 * r["max_bond_deviation_nm"] if math.isfinite(r["max_bond_deviation_nm"]) else top
                             for r in failed], "x", color="#c44e52", markersize=9, markeredgewidth=2)
-        bond_axis.set_yscale("log")  # stable rows deviate by ~5-15 pm, failing ones by up to ~100s
+        log_y_with_plain_numbers(bond_axis)  # stable rows deviate by ~5-15 pm, failing ones by up to ~100s
         bond_axis.set_ylim(0.5 * min(measured + [8.0]), 1.5 * top)
-        bond_axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        bond_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        bond_axis.yaxis.set_minor_formatter(NullFormatter())
         bond_axis.set_title(f"{system} (x: unstable)", fontsize=10)
         bond_axis.set_ylabel("largest bond deviation (pm)")
         bond_axis.legend(fontsize=7)
