@@ -141,7 +141,7 @@ class MTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
     tests/test_splitting.py) while the sampled configurations are unaffected.
     ``MTSLangevinIntegrator`` is a ``CustomIntegrator`` that the CPU platform runs through
     its single-threaded per-degree-of-freedom interpreter; this one runs the inner steps in
-    OpenMM's compiled kernels, at the cost of plain LangevinMiddle steps (README, *Benchmarks*).
+    OpenMM's compiled kernels, at the cost of plain LangevinMiddle steps (docs/benchmarks.md, *What made it faster*).
 
     Not for constant pressure: a ``MonteCarloBarostat`` evaluates the energy of the current
     integrator's integration force groups, which during the inner steps are MM_FAST only,

