@@ -67,8 +67,9 @@ class PotentialPlugin(ABC):
     elements: frozenset[int] | None = None
     #: whether a region with a nonzero total charge is supported
     supports_charge: bool = False
-    #: whether the model predicts atomic charges (needed by the electrostatic embedding)
-    provides_charges: bool = False
+    #: whether the model predicts atomic charges (needed by the electrostatic embedding);
+    #: None when that depends on the model file (then its output on the region decides)
+    provides_charges: bool | None = False
 
     @abstractmethod
     def weights_available(self) -> bool:

@@ -60,7 +60,7 @@ class TorchScriptFilePlugin(PotentialPlugin):
     description = "your own TorchScript file (path=FILE): forward(positions nm) -> {'energy': kJ/mol, ...}"
     elements = None
     supports_charge = True
-    provides_charges = False  # a file may return "charges"; the embedding checks what it gets
+    provides_charges = None  # a file may return "charges"; the embedding checks what it gets
 
     def weights_available(self) -> bool:
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,20 +89,37 @@ def test_protein_with_some_hydrogens_missing(tmp_path):
     _build_fails("could not be matched to known chemistry", protein=path, solvent=False)
 
 
-def test_ligand_clashing_with_protein(tmp_path):
-    """Toluene moved so that its ring centre sits on an alanine CA atom."""
+def _toluene_posed_near_alanine_ca(tmp_path, offset_angstrom) -> Path:
+    """Toluene's SDF with its ring centre moved to the dipeptide's alanine CA plus ``offset_angstrom``."""
     molecule = Chem.MolFromMolFile(TOLUENE_SDF, removeHs=False)
     conformer = molecule.GetConformer()
     coordinates = np.array(conformer.GetPositions())
     ca = next(line for line in Path(DIPEPTIDE_PDB).read_text().splitlines() if line[12:16].strip() == "CA")
     target = np.array([float(ca[30:38]), float(ca[38:46]), float(ca[46:54])])
-    shift = target - coordinates[:6].mean(axis=0) + np.array([0.0, 0.0, 0.05])
-    for index, xyz in enumerate(coordinates + shift):
+    for index, xyz in enumerate(coordinates - coordinates[:6].mean(axis=0) + target + np.asarray(offset_angstrom)):
         conformer.SetAtomPosition(index, xyz.tolist())
-    path = tmp_path / "clashing.sdf"
+    path = tmp_path / "posed.sdf"
     Chem.MolToMolFile(molecule, str(path))
+    return path
+
+
+def test_ligand_clashing_with_protein(tmp_path):
+    """Toluene moved so that its ring centre sits on an alanine CA atom."""
+    path = _toluene_posed_near_alanine_ca(tmp_path, [0.0, 0.0, 0.05])
     message = _build_fails("clashes with residue ALA", [str(path)], protein=DIPEPTIDE_PDB, solvent=False)
     assert "nm apart" in message and "coordinate frame" in message
+
+
+def test_ligand_far_from_the_protein_is_built_with_a_warning(tmp_path):
+    """A ligand posed 3 nm above the protein: probably another coordinate frame, so say so."""
+    far = _toluene_posed_near_alanine_ca(tmp_path, [0.0, 0.0, 30.0])
+    with pytest.warns(UserWarning, match=r"ligand \w+ is \d+\.\d nm from the nearest protein atom"):
+        built = build_system([str(far)], protein=DIPEPTIDE_PDB, solvent=False, progress=False)
+    assert len(built.regions["ligand"]) == 15
+    near = _toluene_posed_near_alanine_ca(tmp_path, [0.0, 0.0, 5.0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*nearest protein atom")
+        build_system([str(near)], protein=DIPEPTIDE_PDB, solvent=False, progress=False)
 
 
 @pytest.mark.parametrize("smiles, element", [("OB(O)c1ccccc1", "B"), ("C[Se]C", "Se"), ("C[SiH3]", "Si")])

@@ -80,6 +80,7 @@ def test_hydration_command_mm_only(tiny_protocol, tmp_path, capsys):
     (["fe", "hydration", "--freesolv-ids", "mobley_0"], "mobley_0"),
     (["fe", "hydration", "--smiles", "CO", "--protocol", "fastest"], "preset"),
     (["fe", "endstate", "/nonexistent/system"], "neither a saved system folder"),
+    (["fe", "endstate", "/nonexistent/system", "--model", "none"], "needs an ML model"),
 ])
 def test_errors_are_one_line_with_status_2(argv, words, capsys):
     assert main(argv) == 2

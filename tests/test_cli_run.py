@@ -54,6 +54,28 @@ def test_short_run_from_a_system_folder(tmp_path, dipeptide_dir, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["run", "--resume", "-o", str(out), "--temperature", "310", "--no-progress"]) == 2
     assert "--temperature cannot be changed" in capsys.readouterr().err
+    # the options named as they are spelled on the command line, with the way out
+    assert main(["run", "--resume", "-o", str(out), "-k", "1", "--timestep", "0.5fs", "--no-progress"]) == 2
+    assert "--timestep, -k/--mts cannot be changed" in (err := capsys.readouterr().err) and "--overwrite" in err
+    # a run folder given as the input: pointed to the system inside it
+    assert main(["run", str(out), "-o", str(tmp_path / "again"), "--steps", "20", *NVE_OPTIONS]) == 2
+    assert f"whose system is {out / 'system'}" in capsys.readouterr().err
+
+
+def test_resume_needs_only_the_run_folder(tmp_path, dipeptide_dir, capsys):
+    """The run folder holds its system: the input it was built from may be gone (another
+    working directory, another machine), and a finished run says there is nothing left to run."""
+    import shutil
+
+    source = shutil.copytree(dipeptide_dir, tmp_path / "input")
+    out = tmp_path / "run"
+    assert main(["run", str(source), "-o", str(out), "--steps", "20", *NVE_OPTIONS]) == 0
+    assert main(["run", "--resume", "-o", str(out), "--no-progress"]) == 0
+    assert "nothing left to run" in capsys.readouterr().out
+    shutil.rmtree(source)
+    assert main(["run", "--resume", "-o", str(out), "--steps", "40", "--no-progress"]) == 0
+    assert "step 40" in capsys.readouterr().out
+    assert read_energies(out / "energies.csv")["step"] == list(range(10, 41, 10))
 
 
 @pytest.mark.parametrize("options, fragment", [

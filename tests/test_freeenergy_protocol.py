@@ -49,10 +49,23 @@ def test_protocol_yaml_round_trip_and_overrides(tmp_path):
     ({"neq_switches": 500}, "neq_switches"),
     ({"pressure": 0.0}, "pressure"),
     ({"samples": 3}, "unknown protocol field"),
+    ({"timestep": "2 parsecs"}, "timestep"),
+    ({"temperature": "300K"}, "temperature = '300K' is not a number"),
+    ({"samples_per_window": "60"}, "samples_per_window = '60' must be a whole number"),
+    ({"steps_per_sample": 2.5}, "steps_per_sample"),
+    ({"sterics_lambdas": ["one", 0.0]}, "sterics_lambdas"),
 ])
 def test_bad_protocols_are_refused_with_the_field_named(changes, words):
     with pytest.raises(InputError, match=words):
         Protocol.preset("quick").replace(**changes)
+
+
+def test_protocol_time_step_with_units_as_mlmm_run_takes_it(tmp_path):
+    (tmp_path / "p.yaml").write_text("preset: quick\ntimestep: 2fs\nfriction: 2\n")
+    loaded = Protocol.load(tmp_path / "p.yaml")
+    assert loaded.timestep == pytest.approx(0.002) and loaded.friction == 2.0
+    assert Protocol.preset("smoke").replace(timestep=1 * u.femtosecond).timestep == pytest.approx(0.001)
+    assert Protocol.preset("smoke").replace(samples_per_window=30.0).samples_per_window == 30
 
 
 def test_bad_protocol_names_and_files(tmp_path):

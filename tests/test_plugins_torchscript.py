@@ -114,3 +114,41 @@ def test_region_mismatch_and_missing_files(toluene, aimnet2_member, tmp_path):
         plugin.create_model(toluene[0], 0, path=tmp_path / "text.pt")
     with pytest.raises(InputError, match=r"positions for the unit check have shape \(3, 3\)"):
         plugin.create_model(toluene[0], 0, path=path, positions=np.zeros((3, 3)))
+
+
+def test_create_mixed_system_checks_the_units_of_a_file_on_the_built_geometry(toluene_water, tmp_path):
+    """The same unit check through create_mixed_system (and so `mlmm run --model torchscript`),
+    which passes the region's coordinates: a model in eV is refused, one in kJ/mol is used."""
+    from mlmm.embedding.mixed import create_mixed_system
+
+    numbers = toluene_water.atomic_numbers[toluene_water.regions["ligand"]].tolist()
+    member = load_plugin("aimnet2").create_model(numbers, 0)
+    in_ev = save(Rescaled(member, 1 / KJ_PER_EV, 1.0), tmp_path / "ev.pt")
+    with pytest.raises(InputError, match="ev.pt gives implausible units"):
+        create_mixed_system(toluene_water, "torchscript", model_options={"path": str(in_ev)})
+    in_kj = save(Rescaled(member, 1.0, 1.0), tmp_path / "kj.pt")
+    mixed = create_mixed_system(toluene_water, "torchscript", model_options={"path": str(in_kj)})
+    assert mixed.model_options == {"path": str(in_kj)}
+
+
+def test_a_file_that_returns_charges_serves_the_electrostatic_embedding(toluene_water, tmp_path):
+    """A file's charges are found from its output: the saved AIMNet2 member gives the same
+    electrostatic ML/MM energy as the aimnet2 plugin; a file without charges is refused."""
+    import openmm
+
+    from mlmm.embedding.mixed import create_mixed_system
+
+    numbers = toluene_water.atomic_numbers[toluene_water.regions["ligand"]].tolist()
+    member = load_plugin("aimnet2").create_model(numbers, 0)
+    with_charges = save(member, tmp_path / "member.pt")
+    energies = []
+    for model, options in (("torchscript", {"path": str(with_charges)}), ("aimnet2", {})):
+        mixed = create_mixed_system(toluene_water, model, embedding="electrostatic", model_options=options)
+        context = openmm.Context(mixed.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+        context.setPositions(toluene_water.positions)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy()._value)
+    assert energies[0] == pytest.approx(energies[1], abs=1e-3)
+    without_charges = save(Rescaled(member, 1.0, 1.0), tmp_path / "energy-only.pt")
+    with pytest.raises(InputError, match="returns no 'charges', which electrostatic embedding needs"):
+        create_mixed_system(toluene_water, "torchscript", embedding="electrostatic",
+                            model_options={"path": str(without_charges)})

@@ -109,8 +109,9 @@ def test_an_outer_step_beyond_the_stable_4_fs_draws_a_warning(model, k, inner, w
 
 # ---------------------------------------------------------------------- reporters
 @pytest.mark.parametrize("suffix", [".dcd", ".xtc", ".h5"])
-def test_trajectory_truncated_to_a_checkpoint_then_appended(tmp_path, water_box, suffix):
-    """Keep the first frames of a file cut off mid-frame, then append: nothing lost, nothing repeated."""
+def test_trajectory_truncated_to_a_checkpoint_then_appended(tmp_path, water_box, suffix, capfd):
+    """Keep the first frames of a file cut off mid-frame, then append: nothing lost, nothing repeated,
+    and nothing printed (MDTraj's DCD reader writes the file's format to the process's stdout)."""
     path = tmp_path / f"traj{suffix}"
     rng = np.random.default_rng(0)
     box = water_box.box_vectors
@@ -127,6 +128,7 @@ def test_trajectory_truncated_to_a_checkpoint_then_appended(tmp_path, water_box,
         writer.write(xyz, box, time_ps=0.1 * (i + 1), step=50 * (i + 1))
     writer.close()
     assert read_frame_count(path) == 9
+    assert capfd.readouterr().out == ""
     # HDF5 holds its own topology
     top = {} if suffix == ".h5" else {"top": mdtraj.Topology.from_openmm(water_box.topology)}
     traj = mdtraj.load(str(path), **top)

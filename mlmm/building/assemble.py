@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -19,7 +20,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from ..errors import InputError, MlmmError
+from ..errors import InputError, MlmmError, MlmmWarning
 from ..molecular_system import MolecularSystem, MoleculeRecord
 from ..units import value_in
 from . import forcefields as ffs
@@ -30,6 +31,9 @@ from .protein import WATER_RESIDUE_NAMES, load_protein
 CLASH_DISTANCE_NM = 0.12
 #: gap (nm) left between a ligand with a generated conformer and the molecules placed before it
 SEPARATION_NM = 0.5
+#: a posed ligand with no protein atom within this distance (nm) draws a warning: its file and
+#: the protein's are probably in different coordinate frames (a bound ligand is within 0.5 nm)
+FAR_FROM_PROTEIN_NM = 1.0
 STAGES = ("checking options and force fields", "ligands", "protein", "placing", "solvating", "parametrizing",
           "checking charges")
 
@@ -120,7 +124,7 @@ def build_system(
 
         stages.next()
         modeller, pieces = _place(protein_structure, entries, molecules, posed)
-        _check_clashes(modeller, pieces)
+        _check_placement(modeller, pieces, posed)
 
         stages.next()
         generator = _system_generator(options, molecules, with_protein=protein_structure is not None)
@@ -236,16 +240,19 @@ def _place(protein_structure, entries: list[Ligand], molecules: list, posed: lis
     return modeller, pieces
 
 
-def _check_clashes(modeller: app.Modeller, pieces: dict) -> None:
-    """Refuse ligands that overlap the protein or each other (closer than CLASH_DISTANCE_NM)."""
+def _check_placement(modeller: app.Modeller, pieces: dict, posed: list[bool]) -> None:
+    """Refuse ligands that overlap the protein or each other (closer than CLASH_DISTANCE_NM);
+    warn about a posed ligand farther than FAR_FROM_PROTEIN_NM from every protein atom."""
     positions = np.array(modeller.positions.value_in_unit(u.nanometer))
     atoms = list(modeller.topology.atoms())
     others = [pieces["protein"]] if pieces["protein"].size else []
-    for ligand_atoms in pieces["ligands"]:
+    for ligand_atoms, is_posed in zip(pieces["ligands"], posed):
         for other in others:
+            nearest = np.inf
             for i in ligand_atoms:  # one row at a time: memory stays O(protein atoms)
                 distances = np.linalg.norm(positions[other] - positions[i], axis=1)
                 j = int(np.argmin(distances))
+                nearest = min(nearest, distances[j])
                 if distances[j] < CLASH_DISTANCE_NM:
                     a, b = atoms[i], atoms[other[j]]
                     raise InputError(
@@ -253,6 +260,12 @@ def _check_clashes(modeller: app.Modeller, pieces: dict) -> None:
                         f"{b.residue.id} atom {b.name} ({distances[j]:.3f} nm apart, less than {CLASH_DISTANCE_NM} "
                         "nm); check that the ligand is posed in the protein's coordinate frame, or dock it again."
                     )
+            if is_posed and other is pieces["protein"] and nearest > FAR_FROM_PROTEIN_NM:
+                name = atoms[ligand_atoms[0]].residue.name
+                warnings.warn(
+                    f"ligand {name} is {nearest:.1f} nm from the nearest protein atom: its file and the protein's may "
+                    "be in different coordinate frames (a bound ligand is within 0.5 nm). The box is built around "
+                    "both as they are; pose the ligand in the protein's frame for a complex.", MlmmWarning, stacklevel=3)
         others.append(ligand_atoms)
 
 

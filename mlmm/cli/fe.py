@@ -122,8 +122,12 @@ def _load_system(spec: str, progress: bool):
 
 
 def run_endstate(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..freeenergy import endstate_correction
 
+    if args.model.lower() == "none":
+        raise InputError("an end-state correction goes from MM to ML/MM, so it needs an ML model: give --model "
+                         "(see `mlmm models`); `mlmm fe hydration --model none` computes MM alone.")
     _check_outputs(args)
     protocol = _protocol(args)
     molecular_system = _load_system(args.system, progress=not args.quiet)

@@ -37,7 +37,7 @@ def model_rows() -> list[dict]:
             "name": name,
             "elements": elements,
             "charged": "yes" if plugin.supports_charge else "no",
-            "charges": "yes" if plugin.provides_charges else "no",
+            "charges": {True: "yes", False: "no", None: "if the model file returns them"}[plugin.provides_charges],
             "ready": plugin.weights_available(),
             "status": status,
             "description": plugin.description,

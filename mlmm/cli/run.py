@@ -15,6 +15,7 @@ import argparse
 
 from ..embedding import EMBEDDINGS
 from ..errors import InputError
+from ..splitting import DEFAULT_INNER_TIMESTEP_FS, DEFAULT_MTS_FACTOR
 from .common import parse_model_options
 
 #: options that --resume accepts; everything else is fixed by the run's run.json
@@ -39,8 +40,8 @@ def register(subparsers) -> None:
     model.add_argument("--mm-region", choices=("pairs", "box"),
                        help="region's own MM nonbonded energy: its atom pairs (default) or exact with its periodic images")
     dynamics = parser.add_argument_group("dynamics")
-    dynamics.add_argument("-k", "--mts", type=int, dest="mts_factor", help="MTS factor k: ML every k inner steps (default: mlmm.splitting.DEFAULT_MTS_FACTOR)")
-    dynamics.add_argument("--timestep", dest="inner_timestep", help="inner time step, e.g. 2fs (default 2fs)")
+    dynamics.add_argument("-k", "--mts", type=int, dest="mts_factor", help=f"MTS factor k: ML every k inner steps (default {DEFAULT_MTS_FACTOR})")
+    dynamics.add_argument("--timestep", dest="inner_timestep", help=f"inner time step, e.g. 1fs (default {DEFAULT_INNER_TIMESTEP_FS:g}fs)")
     dynamics.add_argument("--temperature", type=float, help="K (default 300)")
     dynamics.add_argument("--friction", type=float, help="Langevin friction, 1/ps (default 1)")
     dynamics.add_argument("--pressure", type=float, help="bar: Monte Carlo barostat (default: none, constant volume)")
@@ -66,7 +67,8 @@ def register(subparsers) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
-    parser.set_defaults(handler=handle)
+    parser.set_defaults(handler=handle, option_flags={action.dest: "/".join(action.option_strings)
+                                                      for action in parser._actions if action.option_strings})
 
 
 _CONFIG_OPTIONS = (
@@ -83,9 +85,10 @@ def handle(args) -> int:
     if args.resume:
         fixed = sorted(set(given) - set(RESUME_OPTIONS))
         if fixed or args.input is not None:
-            names = ", ".join(["input"] * (args.input is not None) + [f"--{n.replace('_', '-')}" for n in fixed])
+            names = ", ".join(["input"] * (args.input is not None) + [args.option_flags[n] for n in fixed])
+            allowed = ", ".join(args.option_flags[n] for n in RESUME_OPTIONS)
             raise InputError(f"--resume continues the run as OUT/run.json describes it; {names} cannot be changed "
-                             f"(only {', '.join('--' + n for n in RESUME_OPTIONS)}).")
+                             f"(only {allowed}). To run with other settings, start again with --overwrite.")
         result = resume(args.output, progress=args.progress, **given)
     else:
         if "model_options" in given:
@@ -97,7 +100,10 @@ def handle(args) -> int:
     threads = ""
     if result.torch_threads is not None:  # an ML/MM run
         threads = f" ({result.torch_threads} PyTorch thread{'s' * (result.torch_threads > 1)})"
+    session = result.steps - result.started_at_step
+    speed = (f"{result.ns_per_day:.2f} ns/day for the {session} steps of this session" if session
+             else "nothing left to run (a longer --length or --steps with --resume extends it)")
     print(f"mlmm run: {result.folder}: step {result.steps} (t = {result.time_ps:.3f} ps) on {result.platform}{threads}, "
-          f"{result.ns_per_day:.2f} ns/day for the {result.steps - result.started_at_step} steps of this session")
+          f"{speed}")
     return 0
 

@@ -188,6 +188,9 @@ def create_mixed_system(
     Parameters
     ----------
     model: a plugin name (``mlmm models`` lists them) or a :class:`PotentialPlugin`.
+    model_options: options for the plugin (for example ``{"path": "my_model.pt"}``). The
+        plugin also gets the region's coordinates in the built system (``positions``, made
+        whole, with any link atoms), on which a user's TorchScript file has its units checked.
     region: a region name, ``"resname XYZ"``, an MDTraj selection or atom indices; the
         ligand by default. Its total charge comes from the building metadata.
     embedding: ``"mechanical"`` (subtractive), ``"electrostatic"`` (the model's charges, which
@@ -226,17 +229,26 @@ def create_mixed_system(
     model_numbers = atomic_numbers if links is None else np.concatenate([atomic_numbers, links.atomic_numbers])
     total_charge = molecular_system.total_charge(indices)  # the link hydrogens are neutral caps
     plugin.check_region(model_numbers, total_charge)
-    if embedding != "mechanical" and not plugin.provides_charges:
+    if embedding != "mechanical" and plugin.provides_charges is False:
         raise InputError(
             f"model '{plugin.name}' predicts no atomic charges, which {embedding} embedding needs; "
             "use embedding='mechanical' or a model with charges (aimnet2)."
         )
     model_options = dict(model_options or {})
-    region_model = plugin.create_model(model_numbers.tolist(), total_charge, **model_options)
+    anchor = central_atom(torch.as_tensor(molecular_system.positions[indices]))
+    coordinates = ml_coordinates(indices, links, molecular_system.positions, molecular_system.box_vectors, anchor)
+    region_model = plugin.create_model(model_numbers.tolist(), total_charge,
+                                       **{"positions": coordinates.numpy(), **model_options})
+    with torch.no_grad():
+        outputs = region_model(coordinates.to(torch.float32))
+    if embedding != "mechanical" and "charges" not in outputs:
+        raise InputError(
+            f"the {plugin.name} model returns no 'charges', which {embedding} embedding needs; use "
+            "embedding='mechanical' or a model whose forward also returns 'charges' ((n,) e)."
+        )
 
     system = assign_force_groups(_copy_system(molecular_system.system))
     periodic = system.usesPeriodicBoundaryConditions()
-    anchor = central_atom(torch.as_tensor(molecular_system.positions[indices]))
     if embedding == "mechanical" and links is None:
         module = create_ml_module(region_model, indices, system.getNumParticles(), periodic, anchor)
     elif embedding == "mechanical":
@@ -247,9 +259,6 @@ def create_mixed_system(
                                                         molecular_system.topology))
     for force in _correction_forces(system, module, indices, periodic, lambda_value, mm_region):
         system.addForce(force)
-    coordinates = ml_coordinates(indices, links, molecular_system.positions, molecular_system.box_vectors, anchor)
-    with torch.no_grad():
-        outputs = region_model(coordinates.to(torch.float32))
     return MixedSystem(system, molecular_system, indices, embedding, plugin.name, model_options, region_model,
                        reports_std="energy_std" in outputs, link_atoms=links)
 

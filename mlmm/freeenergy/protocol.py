@@ -11,7 +11,8 @@ non-equilibrium switching. The presets trade accuracy for time:
 
 Any field can be changed with :meth:`Protocol.replace`, and a protocol round-trips through
 YAML (:meth:`Protocol.to_yaml`, :meth:`Protocol.from_yaml`), so a longer protocol is a file
-away. Units: K, bar, ps, 1/ps.
+away. Units: K, bar, ps, 1/ps; a Quantity is converted, and the time step may also be
+written like ``"2fs"``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,27 @@ import numpy as np
 import openmm.unit as u
 
 from ..errors import InputError
-from ..units import KB_KJ_PER_MOL_K, value_in
+from ..units import KB_KJ_PER_MOL_K, parse_time_ps, value_in
 
 
-def _ladder(values) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
+def _ladder(values, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"protocol field {name} = {values!r} must be a list of numbers between 0 and 1.") from None
+
+
+#: Fields with a unit: a Quantity is converted, a plain number taken in this unit.
+_UNITS = {"temperature": u.kelvin, "pressure": u.bar, "timestep": u.picosecond, "friction": u.picosecond**-1}
+#: Fields that count steps, samples, threads or seeds.
+_WHOLE_NUMBERS = ("barostat_interval", "minimization_steps", "equilibration_steps", "samples_per_window",
+                  "steps_per_sample", "neq_switches", "neq_steps", "threads", "seed")
+
+
+def _whole_number(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value != int(value):
+        raise InputError(f"protocol field {name} = {value!r} must be a whole number.")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,7 @@ class Protocol:
     equilibration_steps: int = 2500
     samples_per_window: int = 100
     steps_per_sample: int = 250
-    endstate_lambdas: tuple[float, ...] = _ladder(np.linspace(0.0, 1.0, 6))
+    endstate_lambdas: tuple[float, ...] = tuple(np.linspace(0.0, 1.0, 6))
     electrostatics_lambdas: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
     sterics_lambdas: tuple[float, ...] = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
     neq_switches: int = 20
@@ -70,8 +87,17 @@ class Protocol:
     seed: int = 2024
 
     def __post_init__(self):
-        for name in ("endstate_lambdas", "electrostatics_lambdas", "sterics_lambdas"):
-            object.__setattr__(self, name, _ladder(getattr(self, name)))
+        normal = {name: _ladder(getattr(self, name), name)
+                  for name in ("endstate_lambdas", "electrostatics_lambdas", "sterics_lambdas")}
+        normal.update({name: _whole_number(getattr(self, name), name) for name in _WHOLE_NUMBERS})
+        for name, unit in _UNITS.items():
+            value = getattr(self, name)
+            if name == "timestep":
+                normal[name] = parse_time_ps(value, "protocol field timestep")
+            elif not (name == "pressure" and value is None):
+                normal[name] = value_in(value, unit, f"protocol field {name}")
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -123,11 +149,8 @@ class Protocol:
         return self.equilibration_steps + self.samples_per_window * self.steps_per_sample
 
     def replace(self, **changes) -> "Protocol":
-        """A copy with some fields changed; quantities are converted to K, bar and ps."""
-        units = {"temperature": u.kelvin, "pressure": u.bar, "timestep": u.picosecond, "friction": u.picosecond**-1}
-        for name, unit in units.items():
-            if name in changes and isinstance(changes[name], u.Quantity):
-                changes[name] = value_in(changes[name], unit, name)
+        """A copy with some fields changed; quantities are converted to K, bar, ps and 1/ps, and
+        the time step may also be written like ``"2fs"``."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise InputError(f"unknown protocol field(s) {', '.join(unknown)}; known: {', '.join(self.field_names())}.")
@@ -199,7 +222,7 @@ PRESETS: dict[str, dict] = {
     ),
     "production": dict(
         minimization_steps=1000, equilibration_steps=50_000, samples_per_window=1000, steps_per_sample=500,
-        endstate_lambdas=_ladder(np.linspace(0.0, 1.0, 11)),
+        endstate_lambdas=tuple(np.linspace(0.0, 1.0, 11)),
         electrostatics_lambdas=(1.0, 0.8, 0.6, 0.4, 0.2, 0.0),
         sterics_lambdas=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05, 0.0),
         neq_switches=100, neq_steps=5000,

@@ -134,7 +134,10 @@ def resume(output, steps: int | None = None, length=None, platform: str | None =
     elif precision is not None:
         saved.update(precision=precision)
     saved["output"] = str(folder)
-    config = RunConfig.from_dict(saved).validate()
+    config = RunConfig.from_dict(saved)
+    # the system comes from the run folder: the input it was built from is only a record and
+    # need not exist here (another working directory, another machine)
+    replace(config, input=None).validate()
     step = checkpoint_step(folder)
     if step > config.total_steps:
         raise InputError(f"the run already reached step {step}; a total of {config.total_steps} steps would shorten it.")
@@ -332,11 +335,13 @@ def _check_stable(state: openmm.State, prepared: PreparedRun, config: RunConfig,
 
 
 def _advice(folder: Path | None) -> str:
-    fix = "Use a shorter inner time step or a smaller MTS factor k, or minimize and equilibrate longer"
+    fix = ("Start the run again (--overwrite) with a shorter inner time step (--timestep) or a smaller MTS "
+           "factor (-k), or minimize and equilibrate longer")
     if folder is None:
-        return f"{fix}; no checkpoint was written yet, so start the run again with --overwrite."
-    return (f"{fix}. The last good checkpoint (step {checkpoint_step(folder)}) is kept in {folder}; "
-            f"continue from it with `mlmm run --resume -o {folder}`.")
+        return f"{fix}; no checkpoint was written yet."
+    return (f"{fix}. The last good checkpoint (step {checkpoint_step(folder)}) is kept in {folder}: "
+            f"`mlmm run --resume -o {folder}` continues from it with the same settings (a Langevin run with fresh noise), "
+            "which helps only after a rare event.")
 
 
 def _temperature(kinetic_kj_mol: float, degrees_of_freedom: int) -> float:

@@ -13,7 +13,9 @@ also store the time (ps) of every frame, XTC the step number.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -127,6 +129,21 @@ def _lengths_angles(box_vectors_nm, scale=1.0):
     return np.array([[la, lb, lc]]), np.array([[alpha, beta, gamma]])
 
 
+@contextlib.contextmanager
+def _process_stdout_silenced():
+    """Send what compiled code writes to the process's standard output (file descriptor 1) to
+    the null device for the duration; Python's own ``sys.stdout`` is flushed first."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class _DCD:
     """CHARMM/NAMD DCD: positions and cell in Angstrom and degrees; no times."""
 
@@ -145,7 +162,8 @@ class _DCD:
 
     @staticmethod
     def reader(path):
-        return formats.DCDTrajectoryFile(str(path), "r")
+        with _process_stdout_silenced():  # VMD's dcdplugin prints the file's format on opening
+            return formats.DCDTrajectoryFile(str(path), "r")
 
     @staticmethod
     def copy_chunk(reader, handle, n_frames):
