@@ -137,10 +137,10 @@ class MolecularSystem:
         folder = Path(folder)
         meta_path = folder / METADATA_FILE
         if not meta_path.is_file():
-            inner = folder / "system"
-            hint = (f"; it looks like an mlmm run folder, whose system is {inner}" if (inner / METADATA_FILE).is_file()
-                    else "; build one with `mlmm build` or MolecularSystem.save()")
-            raise InputError(f"{folder} is not a saved mlmm system (no {METADATA_FILE}){hint}.")
+            raise InputError(
+                f"{folder} is not a saved mlmm system (no {METADATA_FILE}); build one with `mlmm build` "
+                "or MolecularSystem.save()."
+            )
         meta = json.loads(meta_path.read_text())
         system = openmm.XmlSerializer.deserialize((folder / SYSTEM_FILE).read_text())
         topology_path = folder / meta["topology_file"]

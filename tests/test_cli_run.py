@@ -59,7 +59,7 @@ def test_short_run_from_a_system_folder(tmp_path, dipeptide_dir, capsys):
     assert "--timestep, -k/--mts cannot be changed" in (err := capsys.readouterr().err) and "--overwrite" in err
     # a run folder given as the input: pointed to the system inside it
     assert main(["run", str(out), "-o", str(tmp_path / "again"), "--steps", "20", *NVE_OPTIONS]) == 2
-    assert f"whose system is {out / 'system'}" in capsys.readouterr().err
+    assert f"is an mlmm run folder; give its system, {out / 'system'}" in capsys.readouterr().err
 
 
 def test_resume_needs_only_the_run_folder(tmp_path, dipeptide_dir, capsys):

@@ -102,6 +102,9 @@ def run(config: RunConfig, molecular_system: MolecularSystem | None = None, over
     if molecular_system is None:
         if config.input is None:
             raise InputError("no input: give a system folder or a YAML recipe (or pass a MolecularSystem).")
+        if (Path(config.input) / RUN_FILE).is_file():
+            raise InputError(f"input {config.input} is an mlmm run folder; give its system, "
+                             f"{Path(config.input) / SYSTEM_FOLDER}, or continue it with `mlmm run --resume -o {config.input}`.")
         molecular_system = load_input(config.input)
     if config.seed is None:
         config = replace(config, seed=secrets.randbelow(2**31 - 1))
