@@ -25,7 +25,7 @@ def test_presets_are_valid_and_ordered_by_cost(name):
     assert protocol.name == name
     assert protocol.endstate_lambdas[0] == 0.0 and protocol.endstate_lambdas[-1] == 1.0
     costs = {n: Protocol.preset(n).steps_per_window for n in PRESETS}
-    assert costs["smoke"] < costs["quick"] < costs["production"]
+    assert costs["smoke"] < costs["quick"] < costs["standard"] < costs["production"]
 
 
 def test_protocol_yaml_round_trip_and_overrides(tmp_path):

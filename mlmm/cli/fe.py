@@ -65,13 +65,13 @@ def register(subparsers) -> None:
     hydration.set_defaults(handler=run_hydration)
 
     protocol = commands.add_parser("protocol", help="print a protocol preset as YAML (a starting point to edit)")
-    protocol.add_argument("preset", nargs="?", default="quick", help="smoke, quick or production (default quick)")
+    protocol.add_argument("preset", nargs="?", default="quick", help="smoke, quick, standard or production (default quick)")
     protocol.set_defaults(handler=run_protocol)
 
 
 def _common(parser) -> None:
     parser.add_argument("--protocol", default="quick", metavar="PRESET|YAML",
-                        help="smoke, quick (default), production, or a YAML file (see `mlmm fe protocol`)")
+                        help="smoke, quick (default), standard, production, or a YAML file (see `mlmm fe protocol`)")
     parser.add_argument("--platform", help="OpenMM platform (default from the protocol: CPU)")
     parser.add_argument("--threads", type=int, help="CPU threads per task (default from the protocol: 1)")
     parser.add_argument("--seed", type=int, help="base random seed (default from the protocol)")
