@@ -110,6 +110,21 @@ def test_ligand_clashing_with_protein(tmp_path):
     assert "nm apart" in message and "coordinate frame" in message
 
 
+def test_a_2d_drawing_is_refused(tmp_path, capfd):
+    """Ethanol drawn in 2D (every z = 0, an SDF tagged 2D): flat sp3 carbons are no pose.
+    Toluene's SDF, tagged 2D but with z coordinates, is read as 3D without RDKit's warning."""
+    from rdkit.Chem import AllChem
+
+    ethanol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.Compute2DCoords(ethanol)
+    path = tmp_path / "ethanol-2d.sdf"
+    Chem.MolToMolFile(ethanol, str(path))
+    message = _build_fails("holds a 2D drawing", [str(path)], solvent=False)
+    assert "SMILES" in message
+    build_system([TOLUENE_SDF], solvent=False, progress=False)
+    assert "tagged as 2D" not in capfd.readouterr().err
+
+
 def test_ligand_far_from_the_protein_is_built_with_a_warning(tmp_path):
     """A ligand posed 3 nm above the protein: probably another coordinate frame, so say so."""
     far = _toluene_posed_near_alanine_ca(tmp_path, [0.0, 0.0, 30.0])

@@ -8,6 +8,7 @@ stereochemistry and only elements the small-molecule force field covers. Partial
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,8 @@ def _read_file(path: Path):
         if path.suffix.lower() == ".mol2":
             molecules = [_read_mol2(path)]
         else:
-            loaded = Molecule.from_file(str(path), file_format="SDF", allow_undefined_stereo=False)
+            with _rdkit_warnings_silenced():
+                loaded = Molecule.from_file(str(path), file_format="SDF", allow_undefined_stereo=False)
             molecules = loaded if isinstance(loaded, list) else [loaded]
     except UndefinedStereochemistryError as exc:
         raise InputError(_stereo_message(str(path), exc)) from None
@@ -129,14 +131,41 @@ def _read_file(path: Path):
             "protonate it in the state you intend, with 3D hydrogen positions (e.g. `obabel -h` or RDKit "
             "Chem.AddHs(mol, addCoords=True)), or give a SMILES with explicit charges."
         )
+    _check_three_dimensional(molecule, path)
     return molecule
+
+
+def _check_three_dimensional(molecule, path: Path) -> None:
+    """Refuse a 2D drawing: every z exactly 0 in a molecule with a tetrahedral (four-bonded) atom."""
+    if molecule.n_conformers == 0:
+        return
+    z = molecule.conformers[0].m_as("nanometer")[:, 2]
+    if np.all(z == 0.0) and any(len(atom.bonds) == 4 for atom in molecule.atoms):
+        raise InputError(
+            f"ligand file {path} holds a 2D drawing (every z coordinate is 0); give 3D coordinates (posed in the "
+            "protein's frame for a complex), or a SMILES string to have a conformer generated."
+        )
+
+
+@contextlib.contextmanager
+def _rdkit_warnings_silenced():
+    """RDKit's warnings off while a file is read (it warns, for example, that an SDF whose header
+    says 2D holds z coordinates, and reads it as 3D); its errors still show."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.warning")
+    try:
+        yield
+    finally:
+        RDLogger.EnableLog("rdApp.warning")
 
 
 def _atoms_in_sdf(path: Path) -> int:
     """Number of atoms the first record of an SDF/MOL file lists (the toolkit adds missing hydrogens)."""
     from rdkit import Chem
 
-    record = next(iter(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False, strictParsing=False)))
+    with _rdkit_warnings_silenced():
+        record = next(iter(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False, strictParsing=False)))
     return record.GetNumAtoms()
 
 
