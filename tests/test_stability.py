@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from mlmm.stability import (
     run_configuration,
     run_study,
 )
+from mlmm.stability.results import lengths_of
 
 
 def test_degrees_of_freedom_and_free_bonds(toluene_water):
@@ -109,6 +111,7 @@ def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     (["--nvt-length", "0"], "nvt_ps (--nvt-length) = 0.0 ps must be positive"),
     (["--nve-length=-1ps", "--equilibration=-2ps"],
      "nve_ps (--nve-length) = -1.0 ps must be zero or positive; equilibration_ps (--equilibration) = -2.0 ps"),
+    (["--systems", str(Path(__file__).parent)], "is a system folder; the study builds each system from its recipe"),
 ])
 def test_cli_refuses_bad_settings_before_building(tmp_path, capsys, options, named):
     json_path = tmp_path / "study.json"
@@ -135,11 +138,16 @@ def test_resuming_takes_rows_of_the_same_lengths_and_refuses_others(short_stable
     assert run_study([config], _no_build, path, nvt_ps=0.02, nve_ps=0.02, equilibration_ps=0.0) == [short_stable_result]
     with pytest.raises(InputError, match="nvt_ps 0.02.*asks for.*nvt_ps 100.0.*another --json file"):
         run_study([config], _no_build, path, nvt_ps=100.0, nve_ps=0.02, equilibration_ps=0.0)
+    # another configuration with other lengths would mix them in one table: refused before it runs
+    other = StudyConfig("toluene-water", "mechanical", 1.0, 3, False)
+    with pytest.raises(InputError, match="already holds .* nvt_ps 0.02.*asks for.*nvt_ps 100.0"):
+        run_study([other], _no_build, path, nvt_ps=100.0, nve_ps=0.02, equilibration_ps=0.0)
     assert path.read_text() == before
 
 
 def test_cli_merges_studies_and_reports_without_running(short_stable_result, blown_up_result, tmp_path):
     stable = _results_file(tmp_path / "stable.json", short_stable_result)
+    blown_up_result = {**blown_up_result, **lengths_of(short_stable_result)}  # as if run with the same lengths
     blown = _results_file(tmp_path / "blown.json", blown_up_result)
     merged, table = tmp_path / "merged.json", tmp_path / "merged.md"
     assert main(["stability", "--json", str(merged), "--merge", str(stable), str(blown), "--report-only",
@@ -154,6 +162,9 @@ def test_cli_merges_studies_and_reports_without_running(short_stable_result, blo
     assert merged.read_text() == before
     with pytest.raises(InputError, match="merge only files of one set of run lengths"):
         merge_results([stable, longer])
+    other_longer = _results_file(tmp_path / "other.json", {**blown_up_result, "nvt_ps": 100.0})  # another key
+    with pytest.raises(InputError, match="merge only files of one set of run lengths"):
+        merge_results([stable, other_longer])
 
 
 def test_report_only_refuses_a_missing_or_foreign_results_file(tmp_path):

@@ -16,16 +16,18 @@ def register(subparsers) -> None:
                     "stability, temperature, bond-length deviations and NVE drift. Resumes from --json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--systems", nargs="+", default=["systems/toluene-water.yaml"], help="recipes")
+    parser.add_argument("--systems", nargs="+", default=["systems/toluene-water.yaml"],
+                        help="YAML recipes (mlmm build); each is built with and without HMR as --hmr asks")
     parser.add_argument("--embeddings", nargs="+", default=["mechanical", "electrostatic"],
                         choices=EMBEDDINGS)
     parser.add_argument("--inner", nargs="+", type=float, default=[1.0, 2.0], help="inner time steps (fs)")
     parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 3, 4, 6], help="MTS factors")
     parser.add_argument("--hmr", nargs="+", default=["no", "yes"], choices=["no", "yes"],
                         help="hydrogen mass repartitioning (3 amu) off/on")
-    parser.add_argument("--equilibration", default="1ps", help="NVT equilibration per configuration (discarded)")
-    parser.add_argument("--nvt-length", default="100ps", help="NVT length per configuration")
-    parser.add_argument("--nve-length", default="10ps", help="NVE length per configuration (drift)")
+    parser.add_argument("--equilibration", default="1ps",
+                        help="NVT equilibration per configuration (discarded); a time such as 500fs, a bare number in ps")
+    parser.add_argument("--nvt-length", default="100ps", help="NVT length per configuration (a time, e.g. 10ps)")
+    parser.add_argument("--nve-length", default="10ps", help="NVE length per configuration (drift; a time, e.g. 2ps)")
     parser.add_argument("--platform", default="CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference")
     parser.add_argument("--json", required=True, help="results file (resumed if it exists)")
     parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
@@ -34,7 +36,7 @@ def register(subparsers) -> None:
                         help="run nothing: print the table of every row in --json (and the configurations saved in "
                              "progress beside it) and write --markdown and --plot")
     parser.add_argument("--markdown", help="write the results table here")
-    parser.add_argument("--plot", help="draw bond deviation and NVE drift against the outer step (png, pdf, svg)")
+    parser.add_argument("--plot", help="draw bond deviation and NVE drift against the outer step (png, pdf, svg, ...)")
     parser.set_defaults(handler=handle)
 
 
@@ -52,6 +54,11 @@ def handle(args) -> int:
         if not dt > 0:
             raise InputError(f"--inner {dt}: inner time steps must be positive (fs).")
     check_plot_suffix(args.plot)
+    for spec in args.systems:
+        if Path(spec).is_dir():
+            raise InputError(f"--systems {spec} is a system folder; the study builds each system from its recipe "
+                             "(with and without hydrogen mass repartitioning), so give the YAML recipe, "
+                             "e.g. systems/toluene-water.yaml.")
     lengths_ps = {"nvt_ps": parse_time_ps(args.nvt_length, "--nvt-length"),
                   "nve_ps": parse_time_ps(args.nve_length, "--nve-length"),
                   "equilibration_ps": parse_time_ps(args.equilibration, "--equilibration")}

@@ -2,8 +2,9 @@
 
 A results file is the JSON object :func:`mlmm.stability.run_study` writes: configuration key
 (:attr:`mlmm.stability.StudyConfig.key`) -> row of metrics, each row carrying the lengths it
-was run with (``equilibration_ps``, ``nvt_ps``, ``nve_ps``, in ps). Rows of one
-configuration run with other lengths are never mixed: resuming or merging them is refused.
+was run with (``equilibration_ps``, ``nvt_ps``, ``nve_ps``, in ps). A file holds rows of one
+set of lengths, so that its table compares like with like: running into it with other lengths,
+or merging files of other lengths, is refused.
 """
 
 from __future__ import annotations
@@ -59,18 +60,19 @@ def check_resumable(key: str, row: dict, lengths: dict, path: Path) -> None:
 
 
 def merge_results(paths: list[str | Path]) -> dict:
-    """Join results files, in order; a configuration found in two files must have the same lengths.
+    """Join results files, in order; every row must have the same lengths, so that one table
+    compares like with like.
 
-    Rows of one configuration with the same lengths repeat one measurement; the later
-    file's row is kept.
+    Rows of one configuration repeat one measurement; the later file's row is kept.
     """
     merged, origin = {}, {}
     for path in paths:
         for key, row in load_results(path).items():
-            if key in merged and not same_lengths(lengths_of(row), lengths_of(merged[key])):
+            first = next(iter(merged), None)
+            if first is not None and not same_lengths(lengths_of(row), lengths_of(merged[first])):
                 raise InputError(
-                    f"{key} is in {origin[key]} with {shown_lengths(lengths_of(merged[key]))} and in {path} with "
-                    f"{shown_lengths(lengths_of(row))}: merge only files of one set of run lengths.")
+                    f"{first} is in {origin[first]} with {shown_lengths(lengths_of(merged[first]))} and {key} in "
+                    f"{path} with {shown_lengths(lengths_of(row))}: merge only files of one set of run lengths.")
             merged[key], origin[key] = row, path
     return merged
 

@@ -265,9 +265,10 @@ def run_study(configs: list[StudyConfig], build, json_path: str | Path, nvt_ps: 
     json_path = Path(json_path)
     results = load_results(json_path) if json_path.exists() else {}
     lengths = {"equilibration_ps": equilibration_ps, "nvt_ps": nvt_ps, "nve_ps": nve_ps}
+    for key, row in results.items():  # one file, one set of lengths: its table compares like with like
+        check_resumable(key, row, lengths, json_path)
     for config in configs:
         if config.key in results:
-            check_resumable(config.key, results[config.key], lengths, json_path)
             remove_progress(progress_path_of(json_path, config))  # left by a kill after the row was stored
     systems = {}
     todo = [c for c in configs if c.key not in results]
