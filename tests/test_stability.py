@@ -109,6 +109,7 @@ def test_cli_refuses_an_unknown_plot_format_before_running(tmp_path):
     (["--platform", "Quantum"], "platform = 'Quantum' is not available here"),
     (["--nvt-length=-5ps"], "nvt_ps (--nvt-length) = -5.0 ps must be positive"),
     (["--nvt-length", "0"], "nvt_ps (--nvt-length) = 0.0 ps must be positive"),
+    (["--nvt-length", "50fs"], "nvt_ps (--nvt-length) = 0.05 ps holds fewer than two samples, 0.1 ps apart"),
     (["--nve-length=-1ps", "--equilibration=-2ps"],
      "nve_ps (--nve-length) = -1.0 ps must be zero or positive; equilibration_ps (--equilibration) = -2.0 ps"),
     (["--systems", str(Path(__file__).parent)], "is a system folder; the study builds each system from its recipe"),
@@ -132,15 +133,16 @@ def _no_build(name, hmr):
 
 
 def test_resuming_takes_rows_of_the_same_lengths_and_refuses_others(short_stable_result, tmp_path):
-    path = _results_file(tmp_path / "study.json", short_stable_result)
+    row = {**short_stable_result, "nvt_ps": 0.2, "nve_ps": 0.2}  # as if run with the study's 0.1 ps samples
+    path = _results_file(tmp_path / "study.json", row)
     before = path.read_text()
     config = StudyConfig("toluene-water", "mechanical", 1.0, 2, False)
-    assert run_study([config], _no_build, path, nvt_ps=0.02, nve_ps=0.02, equilibration_ps=0.0) == [short_stable_result]
-    with pytest.raises(InputError, match="nvt_ps 0.02.*asks for.*nvt_ps 100.0.*another --json file"):
+    assert run_study([config], _no_build, path, nvt_ps=0.2, nve_ps=0.2, equilibration_ps=0.0) == [row]
+    with pytest.raises(InputError, match="nvt_ps 0.2.*asks for.*nvt_ps 100.0.*another --json file"):
         run_study([config], _no_build, path, nvt_ps=100.0, nve_ps=0.02, equilibration_ps=0.0)
     # another configuration with other lengths would mix them in one table: refused before it runs
     other = StudyConfig("toluene-water", "mechanical", 1.0, 3, False)
-    with pytest.raises(InputError, match="already holds .* nvt_ps 0.02.*asks for.*nvt_ps 100.0"):
+    with pytest.raises(InputError, match="already holds .* nvt_ps 0.2.*asks for.*nvt_ps 100.0"):
         run_study([other], _no_build, path, nvt_ps=100.0, nve_ps=0.02, equilibration_ps=0.0)
     assert path.read_text() == before
 

@@ -28,6 +28,8 @@ TEMPERATURE_K = 300.0
 EXPLOSION_KJ_PER_MOL_PER_ATOM = 1.0e3
 #: a configuration in progress is saved this often (wall seconds), and when its NVT run ends
 SAVE_EVERY_S = 300.0
+#: time (ps) between the samples of a configuration's NVT and NVE runs
+REPORT_PS = 0.1
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,13 @@ def degrees_of_freedom(system: openmm.System) -> int:
     return dof
 
 
-def check_lengths(nvt_ps: float, nve_ps: float, equilibration_ps: float) -> None:
-    """Raise :class:`InputError` unless the NVT length (ps) is positive and the NVE and equilibration lengths are >= 0."""
+def check_lengths(nvt_ps: float, nve_ps: float, equilibration_ps: float, report_ps: float = REPORT_PS) -> None:
+    """Raise :class:`InputError` unless the NVT run (ps) holds at least two samples ``report_ps``
+    apart (a bond deviation needs two) and the NVE and equilibration lengths are >= 0."""
     problems = [f"nvt_ps (--nvt-length) = {nvt_ps} ps must be positive, e.g. 100 ps"] if not nvt_ps > 0 else []
+    if nvt_ps > 0 and nvt_ps < 2 * report_ps * (1 - 1e-9):
+        problems.append(f"nvt_ps (--nvt-length) = {nvt_ps} ps holds fewer than two samples, {report_ps:g} ps apart; "
+                        f"give {2 * report_ps:g} ps or more")
     problems += [f"{name} ({option}) = {value} ps must be zero or positive" for name, option, value in
                  (("nve_ps", "--nve-length", nve_ps), ("equilibration_ps", "--equilibration", equilibration_ps))
                  if not value >= 0]
@@ -77,7 +83,7 @@ def region_free_bonds(molecular_system, region: np.ndarray, system: openmm.Syste
 
 
 def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_ps: float,
-                      model: str = "aimnet2", platform: str = "CPU", report_ps: float = 0.1,
+                      model: str = "aimnet2", platform: str = "CPU", report_ps: float = REPORT_PS,
                       seed: int = 2024, equilibration_ps: float = 1.0, minimize_iterations: int = 100,
                       progress_path: str | Path | None = None, save_every_s: float = SAVE_EVERY_S,
                       progress: bool = False) -> dict:
@@ -95,7 +101,7 @@ def run_configuration(molecular_system, config: StudyConfig, nvt_ps: float, nve_
 
     from ..embedding.mixed import create_mixed_system
 
-    check_lengths(nvt_ps, nve_ps, equilibration_ps)
+    check_lengths(nvt_ps, nve_ps, equilibration_ps, report_ps)
     mixed = create_mixed_system(molecular_system, model, "ligand", config.embedding)
     lengths = {"equilibration_ps": equilibration_ps, "nvt_ps": nvt_ps, "nve_ps": nve_ps}
     saved = load_progress(progress_path, config.key, lengths)
