@@ -40,8 +40,9 @@ def _ladder(values, name: str) -> tuple[float, ...]:
         raise InputError(f"protocol field {name} = {values!r} must be a list of numbers between 0 and 1.") from None
 
 
-#: Fields with a unit: a Quantity is converted, a plain number taken in this unit.
-_UNITS = {"temperature": u.kelvin, "pressure": u.bar, "timestep": u.picosecond, "friction": u.picosecond**-1}
+#: Fields with a unit: a Quantity is converted, a plain number taken in this unit (the time
+#: step, in ps, is read by :func:`mlmm.units.parse_time_ps`, which also takes "2fs").
+_UNITS = {"temperature": u.kelvin, "pressure": u.bar, "friction": u.picosecond**-1}
 #: Fields that count steps, samples, threads or seeds.
 _WHOLE_NUMBERS = ("barostat_interval", "minimization_steps", "equilibration_steps", "samples_per_window",
                   "steps_per_sample", "neq_switches", "neq_steps", "threads", "seed")
@@ -95,12 +96,9 @@ class Protocol:
         normal = {name: _ladder(getattr(self, name), name)
                   for name in ("endstate_lambdas", "electrostatics_lambdas", "sterics_lambdas")}
         normal.update({name: _whole_number(getattr(self, name), name) for name in _WHOLE_NUMBERS})
-        for name, unit in _UNITS.items():
-            value = getattr(self, name)
-            if name == "timestep":
-                normal[name] = parse_time_ps(value, "protocol field timestep")
-            elif not (name == "pressure" and value is None):
-                normal[name] = value_in(value, unit, f"protocol field {name}")
+        normal.update({name: value_in(getattr(self, name), unit, f"protocol field {name}")
+                       for name, unit in _UNITS.items() if not (name == "pressure" and self.pressure is None)})
+        normal["timestep"] = parse_time_ps(self.timestep, "protocol field timestep")
         for name, value in normal.items():
             object.__setattr__(self, name, value)
         self.validate()
